@@ -1,0 +1,62 @@
+"""huddle's one error family.
+
+Every error a user can cause or meet (a bad config, a failing git call, a dead board) is a
+HuddleError; the CLI prints it as `huddle: message` and exits 1, never a traceback. Anything
+that is not a HuddleError is a bug in huddle and is allowed to crash loudly.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Sequence
+
+
+class HuddleError(Exception):
+    """Base of every user-facing huddle error."""
+
+
+class ConfigError(HuddleError):
+    """One problem in one config file, printed as `FILE: section.key: reason`."""
+
+    def __init__(self, file: str, where: str, reason: str) -> None:
+        self.file = file
+        self.where = where  # "section.key", "section" or "-" when the whole file is at fault
+        self.reason = reason
+        super().__init__(f"{file}: {where}: {reason}")
+
+
+class ConfigErrors(HuddleError):
+    """All problems found in one file (validation reports every one, not just the first)."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CommandError(HuddleError):
+    """A child process (git, a hook) failed, timed out or could not start."""
+
+    def __init__(self, argv: Sequence[str], reason: str, stderr: str = "",
+                 returncode: int | None = None) -> None:
+        self.argv = list(argv)
+        self.reason = reason
+        self.stderr = stderr
+        self.returncode = returncode
+        detail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
+        tail = (": " + " | ".join(detail)) if detail else ""
+        super().__init__(f"`{shlex.join(self.argv)}` {reason}{tail}")
+
+
+class GitError(CommandError):
+    """A git call failed; carries the command line and git's stderr."""
+
+
+class StateError(HuddleError):
+    """The state file cannot be read or written."""
+
+
+class BoardError(HuddleError):
+    """A MicroPython board could not be reached or flashed."""
+
+
+class PublishError(HuddleError):
+    """A branch cannot be published as a micro manifest."""
