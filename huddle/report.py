@@ -17,7 +17,7 @@ from typing import Callable, Optional, Protocol
 AppsSnapshot = Callable[[], dict]
 
 # event names used on huddle/<device>/events
-EVENTS = ("deploy", "rollback", "restart", "health", "error")
+EVENTS = ("deploy", "rollback", "restart", "health", "good", "adopt", "error")
 
 
 class Reporter(Protocol):

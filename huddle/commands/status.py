@@ -1,14 +1,51 @@
-"""`huddle status` (being written)."""
+"""`huddle status [--json]`: what the agent's state file says, per app."""
 from __future__ import annotations
 
 import argparse
 
-from huddle.errors import HuddleError
+from huddle.commands.common import add_state_dir, state_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*")
+    add_state_dir(parser)
+    parser.add_argument("--json", action="store_true", help="print state.json's object")
+
+
+def _age(ts) -> str:
+    import time
+    if not ts:
+        return "-"
+    s = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit} ago"
+    return f"{s}s ago"
 
 
 def main(args: argparse.Namespace) -> int:
-    raise HuddleError("status is not built yet")
+    import json
+    from dataclasses import asdict
+
+    from huddle.errors import HuddleError
+    from huddle.state import StateStore
+
+    store = StateStore(state_dir(args))
+    if not store.path.exists():
+        raise HuddleError(f"no state at {store.path}: is the agent running with this "
+                          "--state-dir?")
+    apps = store.load()
+    if args.json:
+        print(json.dumps({n: asdict(s) for n, s in sorted(apps.items())}, indent=2,
+                         sort_keys=True))
+        return 0
+    health = {True: "healthy", False: "unhealthy", None: "-"}
+    rows = [("APP", "COMMIT", "GOOD", "PID", "HEALTH", "RESTARTS", "DEPLOYED", "LAST ERROR")]
+    for name, s in sorted(apps.items()):
+        rows.append((name, (s.commit or "-")[:12], (s.good or "-")[:12],
+                     str(s.pid) if s.running and s.pid else "stopped", health[s.healthy],
+                     str(s.restarts), _age(s.deployed_at),
+                     (s.stopped_reason or s.last_error or "-")[:80]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return 0

@@ -1,0 +1,157 @@
+"""git over its command line, for one app's working tree.
+
+Every call goes through the command runner with its own timeout, stdin from /dev/null and an
+environment in which git can never prompt (no terminal prompt, no askpass, ssh in batch mode),
+so a dead or password-protected remote is an error with git's stderr, never a hang. Change
+detection is one round trip: `ls-remote` of the one branch, compared with the deployed commit;
+only a commit the clone lacks is fetched. Updating is `checkout --force -B`: tracked edits are
+discarded as any deploy must, untracked files are left alone (there is no `git clean` here).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from huddle.errors import GitError
+from huddle.runner import CommandResult, CommandRunner, run_command
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+DEFAULT_TIMEOUT_S = 60.0
+CLONE_TIMEOUT_S = 600.0
+
+
+def git_environment(base: Optional[Mapping[str, str]] = None) -> dict:
+    """The environment of every git call: never prompt, stable messages."""
+    env = dict(os.environ if base is None else base)
+    for key in ("GIT_ASKPASS", "SSH_ASKPASS", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        env.pop(key, None)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GCM_INTERACTIVE"] = "never"
+    env["LC_ALL"] = "C"
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=20")
+    return env
+
+
+def check_ref_name(kind: str, name: str) -> str:
+    """Refuse a branch or remote name git could read as an option or a revision expression."""
+    if not name or name.startswith("-") or any(c in name for c in " ~^:?*[\\\x7f") \
+            or ".." in name or "@{" in name or name.endswith((".", "/", ".lock")) \
+            or any(ord(c) < 32 for c in name) or "//" in name or name.startswith("/"):
+        raise GitError(["git"], f"refuses {kind} name {name!r}")
+    return name
+
+
+class GitRepo:
+    """One working tree and the git executable used for it."""
+
+    def __init__(self, local_path: Path, executable: str = "git",
+                 runner: CommandRunner = run_command, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 env: Optional[Mapping[str, str]] = None) -> None:
+        self.path = Path(local_path)
+        self.executable = executable
+        self.runner = runner
+        self.timeout_s = timeout_s
+        self.env = git_environment(env)
+
+    async def _git(self, args: Sequence[str], *, cwd: Optional[Path] = None,
+                   timeout_s: Optional[float] = None, check: bool = True) -> CommandResult:
+        return await self.runner([self.executable, *args],
+                                 cwd=str(cwd if cwd is not None else self.path), env=self.env,
+                                 timeout_s=timeout_s or self.timeout_s, check=check,
+                                 error_class=GitError)
+
+    def is_clone(self) -> bool:
+        return (self.path / ".git").exists()
+
+    async def clone(self, url: str, remote: str, branch: str) -> None:
+        """Clone into a sibling temporary directory, then rename: a clone killed halfway
+        never leaves a directory that looks like a working tree."""
+        check_ref_name("remote", remote)
+        check_ref_name("branch", branch)
+        if url.startswith("-"):
+            raise GitError(["git", "clone"], f"refuses remote path {url!r}")
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise GitError(["git", "clone"],
+                           f"cannot clone: {self.path} exists and is not a git working tree")
+        parent = self.path.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        temp = parent / f".{self.path.name}.huddle-clone"
+        shutil.rmtree(temp, ignore_errors=True)
+        try:
+            await self._git(["clone", "--origin", remote, "--branch", branch, "--no-tags",
+                             "--", url, str(temp)], cwd=parent, timeout_s=CLONE_TIMEOUT_S)
+            if (temp / ".gitmodules").exists():
+                await self._git(["submodule", "update", "--init", "--recursive"], cwd=temp,
+                                timeout_s=CLONE_TIMEOUT_S)
+            if self.path.exists():
+                self.path.rmdir()  # checked empty above
+            os.rename(temp, self.path)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+
+    async def ensure_remote(self, remote: str, url: str) -> None:
+        """Point `remote` at url; with an empty url the clone must already have `remote`."""
+        check_ref_name("remote", remote)
+        current = await self._git(["remote", "get-url", "--", remote], check=False)
+        if not url:
+            if current.returncode != 0:
+                raise GitError(["git", "remote", "get-url", remote],
+                               f"remote {remote!r} is not configured in {self.path} and "
+                               "`remote path` is empty", current.stderr)
+            return
+        if url.startswith("-"):
+            raise GitError(["git", "remote"], f"refuses remote path {url!r}")
+        if current.returncode != 0:
+            await self._git(["remote", "add", "--", remote, url])
+        elif current.stdout.strip() != url:
+            await self._git(["remote", "set-url", "--", remote, url])
+
+    async def remote_head(self, remote: str, branch: str) -> str:
+        """The branch's commit on the remote: one round trip, nothing downloaded."""
+        check_ref_name("branch", branch)
+        ref = f"refs/heads/{branch}"
+        result = await self._git(["ls-remote", "--exit-code", remote, ref], check=False)
+        if result.returncode == 2:
+            raise GitError(result.argv, f"branch {branch!r} does not exist on the remote",
+                           result.stderr, 2)
+        if result.returncode != 0:
+            raise GitError(result.argv, f"exited with status {result.returncode}",
+                           result.stderr, result.returncode)
+        for line in result.stdout.splitlines():
+            sha, _, name = line.partition("\t")
+            if name == ref and SHA_RE.match(sha):
+                return sha
+        raise GitError(result.argv, "gave no commit for the branch", result.stdout)
+
+    async def head(self) -> Optional[str]:
+        result = await self._git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+                                 check=False)
+        sha = result.stdout.strip()
+        return sha if result.returncode == 0 and SHA_RE.match(sha) else None
+
+    async def has_commit(self, sha: str) -> bool:
+        result = await self._git(["cat-file", "-e", f"{sha}^{{commit}}"], check=False)
+        return result.returncode == 0
+
+    async def fetch(self, remote: str, branch: str) -> str:
+        """Fetch only the followed branch; return the commit it brought."""
+        check_ref_name("branch", branch)
+        tracking = f"refs/remotes/{remote}/{branch}"
+        await self._git(["fetch", "--no-tags", "--no-recurse-submodules", remote,
+                         f"+refs/heads/{branch}:{tracking}"])
+        result = await self._git(["rev-parse", "--verify", f"{tracking}^{{commit}}"])
+        return result.stdout.strip()
+
+    async def checkout(self, sha: str, branch: str) -> None:
+        """Move the working tree and the local branch to sha, keeping untracked files."""
+        if not SHA_RE.match(sha):
+            raise GitError(["git", "checkout"], f"refuses to check out {sha!r}: not a commit id")
+        check_ref_name("branch", branch)
+        await self._git(["checkout", "--quiet", "--force", "-B", branch, sha, "--"])
+        if (self.path / ".gitmodules").exists():
+            await self._git(["submodule", "sync", "--recursive", "--quiet"])
+            await self._git(["submodule", "update", "--init", "--recursive", "--force"],
+                            timeout_s=CLONE_TIMEOUT_S)
