@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +43,7 @@ USER_AGENT = "huddle-health"
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?")
+_LINGER_ZERO = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() sends a RST
 _PATH_SAFE = "/?&=%:@!$'()*+,;~-._"   # RFC 3986 pchar and query characters kept as they are
 
 
@@ -95,14 +98,21 @@ async def check(cfg: HealthConfig, *, open_connection=asyncio.open_connection,
 
 
 def _release(writer: asyncio.StreamWriter | None, *, graceful: bool) -> None:
-    """Close the connection: FIN after a clean exchange, RST (abort) after anything else."""
+    """Close the connection: FIN after a clean exchange; after anything else a RST (linger 0,
+    then abort), so a failing app leaves no TIME_WAIT or half-open sockets behind."""
     if writer is None:
         return
     transport = writer.transport
     if graceful and transport.get_write_buffer_size() == 0:
         transport.close()
-    else:
-        transport.abort()
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        except OSError:
+            pass  # already dead or not TCP: a plain abort is all that is left to do
+    transport.abort()
 
 
 async def _run(cfg, progress, open_connection, resolver, clock, started) -> str:
@@ -362,7 +372,6 @@ class Resolver:
 
 
 async def _getaddrinfo(name: str) -> str:
-    import socket
     infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"no address for {name}")

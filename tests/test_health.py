@@ -459,3 +459,27 @@ def test_slow_lookup_is_bounded_by_the_check_deadline():
         return result
     result = run(scenario())
     assert not result.ok and result.detail == "timeout resolving after 0.3 s"
+
+
+# -- closing ------------------------------------------------------------------------------
+
+def test_failed_check_resets_and_passed_check_closes():
+    async def watching(peer, reader, writer):
+        await peer.read_request(reader)
+        writer.write(peer.reply)
+        await writer.drain()
+        try:
+            peer.requests.append(b"eof" if await reader.read(1) == b"" else b"data")
+        except ConnectionResetError:
+            peer.requests.append(b"reset")
+
+    async def how_it_ended(reply):
+        async with Peer(watching) as peer:
+            peer.reply = reply
+            result = await check(http_cfg(peer.port))
+            while len(peer.requests) < 2:
+                await asyncio.sleep(0.01)
+            return result.ok, peer.requests[1]
+
+    assert run(how_it_ended(OK_200)) == (True, b"eof")
+    assert run(how_it_ended(b"HTTP/1.1 503 Busy\r\n\r\n")) == (False, b"reset")
