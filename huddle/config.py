@@ -294,6 +294,7 @@ class _Loader:
         self.problems: list[ConfigError] = []
         self.doc: dict[str, dict[str, Any]] = {}
         self.environment: dict[str, str] = {}
+        self.broken: set[str] = set()            # sections already reported as malformed
 
     def problem(self, where: str, reason: str) -> None:
         self.problems.append(ConfigError(str(self.path), where, reason))
@@ -334,6 +335,7 @@ class _Loader:
                     self.problem(f"{name}.{key}", "key given twice")
             elif name.strip().lower() in SECTIONS:
                 self.problem(name, f"expected an object, got {_kind(body)}")
+                self.broken.add(name.strip().lower())
                 del doc[name]
         return doc
 
@@ -354,9 +356,10 @@ class _Loader:
             return self.problem("-", f"malformed INI at line {exc.lineno}: "
                                      f"key {exc.option!r} given twice in [{exc.section}]")
         except configparser.ParsingError as exc:
-            lineno, line = exc.errors[0]
+            lineno = exc.errors[0][0]             # the line itself is stored as a repr
+            line = text.splitlines()[lineno - 1].strip()
             return self.problem("-", f"malformed INI at line {lineno}: expected "
-                                     f"'key = value' or '[section]', got {line.strip()!r}")
+                                     f"'key = value' or '[section]', got {line!r}")
         except configparser.Error as exc:
             return self.problem("-", f"malformed INI: {exc}")
         return {name: dict(parser.items(name)) for name in parser.sections()}
@@ -408,6 +411,10 @@ class _Loader:
                 self.problem(at, "contains a NUL byte")
             else:
                 self.environment[name] = value
+
+    def missing(self, where: str, detail: str = "") -> None:
+        if where.split(".")[0] not in self.broken:
+            self.problem(where, "required key is missing" + detail)
 
     def get(self, section: str, key: str) -> Any:
         return self.doc.get(section, {}).get(key, _MISSING)
@@ -547,7 +554,7 @@ class _Loader:
         values: dict[str, Any] = {}
         local = self.get("repository", "local path")
         if local is _MISSING:
-            self.problem("repository.local path", "required key is missing")
+            self.missing("repository.local path")
         elif self.text("repository.local path", local) is not None:
             values["local_path"] = Path(self.resolve(local))
             if values["local_path"] == Path("/"):
@@ -607,7 +614,7 @@ class _Loader:
             self.environment_from("application.environment", section["environment"])
         values: dict[str, Any] = {"environment": dict(self.environment)}
         if "start" not in section:
-            self.problem("application.start", "required key is missing")
+            self.missing("application.start")
         else:
             values["start"] = self.command("application.start", section["start"])
         install = section.get("install", "")
@@ -650,7 +657,7 @@ class _Loader:
                 attr = key + "_s" if key in ("interval", "timeout", "grace") else key
                 values[attr] = convert[key](f"health.{key}", value)
         if kind in ("http", "socket") and "port" not in section:
-            self.problem("health.port", f"required key is missing (health.type is {kind})")
+            self.missing("health.port", f" (health.type is {kind})")
         only = {"http": ("send",), "socket": ("path", "status")}.get(kind, ())
         for key in only:
             if key in section:
