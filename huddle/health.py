@@ -62,14 +62,17 @@ class _Progress:
     """What the check is doing now, so a timeout can say where it struck."""
 
     def __init__(self) -> None:
-        self.stage = "resolving"
+        self.stage = "starting"
         self.writer: asyncio.StreamWriter | None = None
 
 
 async def check(cfg: HealthConfig, *, open_connection=asyncio.open_connection,
                 clock: Callable[[], float] = time.monotonic,
                 resolver: Resolver | None = None) -> HealthResult:
-    """Run one check of `cfg` and say whether it passed; never raises for the peer's doing."""
+    """Run one check of `cfg` and say whether it passed; never raises for the peer's doing.
+
+    `open_connection` is the socket seam, `clock` times `elapsed_s` (the deadline itself runs
+    on the loop's clock), `resolver` defaults to the process-wide cached one."""
     if cfg.type == "none":
         return HealthResult(True, "no check configured", 0.0)
     if cfg.type not in ("http", "socket"):
@@ -116,6 +119,7 @@ def _release(writer: asyncio.StreamWriter | None, *, graceful: bool) -> None:
 
 
 async def _run(cfg, progress, open_connection, resolver, clock, started) -> str:
+    progress.stage = f"resolving {cfg.host}"
     address = await resolver.resolve(cfg.host)
     progress.stage = "connecting"
     reader, progress.writer = await open_connection(address, cfg.port)
@@ -159,7 +163,8 @@ def request_bytes(cfg: HealthConfig) -> bytes:
     path = cfg.path.split("#", 1)[0] or "/"
     if not path.startswith("/"):
         path = "/" + path
-    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    host = cfg.host.strip("[]")
+    host = f"[{host}]" if ":" in host else host
     if cfg.port != 80:
         host = f"{host}:{cfg.port}"
     return (f"GET {quote(path, safe=_PATH_SAFE)} HTTP/1.1\r\n"

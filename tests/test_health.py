@@ -142,8 +142,9 @@ def test_http_200_passes_and_sends_a_proper_request():
 
 def test_host_header_omits_port_80_and_brackets_ipv6():
     assert b"\r\nHost: 127.0.0.1\r\n" in request_bytes(http_cfg(80))
-    assert b"\r\nHost: [::1]:8080\r\n" in request_bytes(HealthConfig(type="http", host="::1",
-                                                                    port=8080))
+    for host in ("::1", "[::1]"):
+        cfg = HealthConfig(type="http", host=host, port=8080)
+        assert b"\r\nHost: [::1]:8080\r\n" in request_bytes(cfg)
 
 
 def test_http_500_fails():
@@ -458,7 +459,7 @@ def test_slow_lookup_is_bounded_by_the_check_deadline():
             task.cancel()   # the shared lookup outlives one check by design; end it here
         return result
     result = run(scenario())
-    assert not result.ok and result.detail == "timeout resolving after 0.3 s"
+    assert not result.ok and result.detail == "timeout resolving slow.example after 0.3 s"
 
 
 # -- closing ------------------------------------------------------------------------------
