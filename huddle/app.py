@@ -411,7 +411,8 @@ class AppController:
             self.state.good = trial.commit
             self.state.healthy = True
             self.state.stopped_reason = None
-            self.state.last_error = None
+            if not trial.rollback:  # after a rollback, the error says which commit failed
+                self.state.last_error = None
             self.event("good", f"{trial.commit[:12]} passed its health window")
             self.changed()
             return

@@ -1,0 +1,325 @@
+"""The app controller's policy, driven in virtual time with a fake git, fake processes and a
+fake health check: every history below is hours of agent life replayed in milliseconds."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from huddle.app import AppController, POLL_BACKOFF_CAP_S, RESTART_BACKOFF_S
+from huddle.config import (AppConfig, ApplicationConfig, HealthConfig, RepositoryConfig,
+                           TimingConfig)
+from huddle.errors import GitError
+from huddle.health import HealthResult
+from huddle.state import AppState
+from tests.virtualtime import run_virtual
+
+
+def sha(n: int) -> str:
+    return f"{n:040x}"
+
+
+C1, C2, C3 = sha(1), sha(2), sha(3)
+
+
+class World:
+    """The fake remote, working tree, processes and health of one app."""
+
+    def __init__(self) -> None:
+        self.remote = C1
+        self.local: set = set()
+        self.tree = None               # the commit checked out in the working tree
+        self.cloned = False
+        self.calls: list = []          # (virtual time, git verb)
+        self.remote_error = None
+        self.remote_delay_s = 0.0
+        self.crash_after_s: dict = {}  # commit -> seconds after start it exits with 1
+        self.unhealthy: set = set()    # commits whose health check fails
+        self.starts: list = []         # (time, commit)
+        self.procs: list = []
+        self.next_pid = 100
+
+    # git seam
+    def is_clone(self) -> bool:
+        return self.cloned
+
+    async def clone(self, url, remote, branch) -> None:
+        self.calls.append((now(), "clone"))
+        self.cloned, self.tree = True, self.remote
+        self.local.add(self.remote)
+
+    async def ensure_remote(self, remote, url) -> None:
+        return None
+
+    async def head(self):
+        return self.tree
+
+    async def has_commit(self, commit) -> bool:
+        return commit in self.local
+
+    async def remote_head(self, remote, branch) -> str:
+        self.calls.append((now(), "ls-remote"))
+        await asyncio.sleep(self.remote_delay_s)
+        if self.remote_error:
+            raise self.remote_error
+        return self.remote
+
+    async def fetch(self, remote, branch) -> str:
+        self.calls.append((now(), "fetch"))
+        self.local.add(self.remote)
+        return self.remote
+
+    async def checkout(self, commit, branch) -> None:
+        self.calls.append((now(), "checkout"))
+        self.tree = commit
+
+    # process seam
+    async def start_process(self, argv, *, cwd, env, log_path):
+        commit = env["HUDDLE_COMMIT"]
+        proc = FakeProcess(self.next_pid, commit)
+        self.next_pid += 1
+        self.starts.append((now(), commit))
+        self.procs.append(proc)
+        after = self.crash_after_s.get(commit)
+        if after is not None:
+            asyncio.get_running_loop().call_later(after, proc.exit, 1)
+        return proc
+
+    def running(self):
+        return [p for p in self.procs if p.running]
+
+    # health seam
+    async def health(self, cfg):
+        live = self.running()
+        ok = bool(live) and live[-1].commit not in self.unhealthy
+        return HealthResult(ok, "HTTP 200" if ok else "HTTP 500", 0.001)
+
+
+class FakeProcess:
+    def __init__(self, pid: int, commit: str) -> None:
+        self.pid, self.commit = pid, commit
+        self.exited = asyncio.get_running_loop().create_future()
+        self.adopted, self.start_ticks, self.boot_id = False, None, None
+
+    @property
+    def running(self) -> bool:
+        return not self.exited.done()
+
+    def exit(self, code: int) -> None:
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    async def stop(self, timeout_s: float):
+        self.exit(-15)
+        return self.exited.result()
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def make_config(tmp_path: Path, health: str = "http", minimum=5.0, maximum=10.0) -> AppConfig:
+    return AppConfig(
+        name="web", source=tmp_path / "web.json",
+        repository=RepositoryConfig(local_path=tmp_path / "web", remote_path="/origin.git"),
+        timing=TimingConfig(minimum, maximum),
+        application=ApplicationConfig(start=("web",), stop_timeout_s=1.0),
+        health=HealthConfig(type=health, port=8080 if health != "none" else None,
+                            interval_s=1.0, timeout_s=0.5, retries=2, grace_s=2.0))
+
+
+def controller(world: World, tmp_path: Path, state: AppState = None, **kw) -> AppController:
+    c = AppController(make_config(tmp_path, **kw), state or AppState(), log_dir=tmp_path / "logs",
+                      tag=f"unit-test-{id(world)}", git=world, start_process=world.start_process,
+                      health_check=world.health)
+    return c
+
+
+async def live_for(c: AppController, seconds: float) -> None:
+    """Run the controller for `seconds` of virtual time, then stop it as the agent does."""
+    task = asyncio.ensure_future(c.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def scenario(tmp_path, steps, **kw):
+    """Run a controller while `steps` (list of (at_s, fn(world))) change the world."""
+    world = World()
+    c = controller(world, tmp_path, **kw)
+
+    async def main():
+        task = asyncio.ensure_future(c.run())
+        start = now()
+        for at, fn in steps:
+            await asyncio.sleep(max(0.0, start + at - now()))
+            fn(world)
+        world.running_before_stop = len(world.running())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    run_virtual(main())
+    assert world.running() == []  # stopping the controller stops the app
+    return world, c.state
+
+
+def test_first_start_clones_runs_and_becomes_good(tmp_path):
+    world, state = scenario(tmp_path, [(30, lambda w: None)])
+    assert [verb for _, verb in world.calls][:1] == ["clone"]
+    assert [commit for _, commit in world.starts] == [C1]
+    assert state.commit == state.good == C1 and state.healthy is True
+    assert state.last_error is None and state.bad == []
+
+
+def test_unchanged_polls_cost_one_ls_remote_each_at_jittered_intervals(tmp_path):
+    world, state = scenario(tmp_path, [(600, lambda w: None)])
+    polls = [t for t, verb in world.calls if verb == "ls-remote"]
+    assert "fetch" not in [verb for _, verb in world.calls]
+    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    assert 55 <= len(polls) <= 125
+    assert all(5.0 <= g <= 10.0 + 1e-6 for g in gaps)
+    assert max(gaps) - min(gaps) > 1.0  # jittered, not lock-step
+
+
+def test_new_commit_is_fetched_and_deployed_once(tmp_path):
+    def push(w):
+        w.remote = C2
+    world, state = scenario(tmp_path, [(20, push), (60, lambda w: None)])
+    assert [commit for _, commit in world.starts] == [C1, C2]
+    assert [verb for _, verb in world.calls].count("fetch") == 1
+    assert state.commit == state.good == C2
+    assert world.running_before_stop == 1
+
+
+def test_crash_outside_a_trial_restarts_with_capped_growing_backoff(tmp_path):
+    def break_app(w):
+        w.crash_after_s[C1] = 0.5
+        w.running()[0].exit(1)
+    world, state = scenario(tmp_path, [(30, break_app), (1800, lambda w: None)])
+    starts = [t for t, _ in world.starts[1:]]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert state.restarts == len(starts) and 20 <= state.restarts <= 60
+    assert gaps[0] < 3.0                       # first retry is quick
+    assert all(g <= RESTART_BACKOFF_S[1] + 1 for g in gaps)   # capped
+    assert min(gaps[-5:]) >= RESTART_BACKOFF_S[1] / 2          # and really backed off
+    assert state.good == C1 and state.bad == []  # a crash is not a bad deploy
+
+
+def test_crashing_commit_is_rolled_back_and_never_redeployed(tmp_path):
+    def push_bad(w):
+        w.crash_after_s[C2] = 0.5
+        w.remote = C2
+
+    def push_good(w):
+        w.remote = C3
+    world, state = scenario(tmp_path, [(30, push_bad), (300, lambda w: None)])
+    assert [c for _, c in world.starts] == [C1, C2, C1]
+    assert state.commit == state.good == C1 and state.bad == [C2]
+    assert "rolled back" in state.last_error and C2[:12] in state.last_error
+    assert world.tree == C1
+
+    world, state = scenario(tmp_path, [(30, push_bad), (120, push_good), (200, lambda w: None)])
+    assert [c for _, c in world.starts] == [C1, C2, C1, C3]
+    assert state.commit == state.good == C3 and state.bad == [C2]
+
+
+def test_unhealthy_commit_is_rolled_back_within_its_window(tmp_path):
+    def push_unhealthy(w):
+        w.unhealthy.add(C2)
+        w.remote = C2
+    world, state = scenario(tmp_path, [(30, push_unhealthy), (120, lambda w: None)])
+    assert [c for _, c in world.starts] == [C1, C2, C1]
+    deployed_at = world.starts[1][0]
+    rolled_back_at = world.starts[2][0]
+    # grace 2 + retries 2 x interval 1 = 4 s window
+    assert rolled_back_at - deployed_at <= 4.0 + 1e-6
+    assert state.bad == [C2] and state.good == C1 and state.healthy is True
+
+
+def test_rollback_that_fails_leaves_app_stopped_without_flapping(tmp_path):
+    def push_bad_and_break_good(w):
+        w.crash_after_s[C2] = 0.5
+        w.crash_after_s[C1] = 0.5
+        w.remote = C2
+    world, state = scenario(tmp_path, [(30, push_bad_and_break_good), (900, lambda w: None)])
+    assert [c for _, c in world.starts] == [C1, C2, C1]
+    assert world.running_before_stop == 0
+    assert state.stopped_reason and "rollback" in state.stopped_reason
+    assert state.running is False and state.bad == [C2]
+
+
+def test_first_commit_failing_has_no_good_commit_and_stays_stopped(tmp_path):
+    def push_fixed(w):
+        w.remote = C2
+    world = World()
+    world.crash_after_s[C1] = 0.5
+    c = controller(world, tmp_path)
+
+    async def main():
+        task = asyncio.ensure_future(c.run())
+        await asyncio.sleep(200)
+        assert [x for _, x in world.starts] == [C1]
+        assert "no good commit" in c.state.stopped_reason and c.state.bad == [C1]
+        push_fixed(world)
+        await asyncio.sleep(60)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    run_virtual(main())
+    assert [x for _, x in world.starts] == [C1, C2]
+    assert c.state.good == C2 and c.state.stopped_reason is None
+
+
+def test_dead_remote_backs_off_keeps_app_running_and_recovers(tmp_path):
+    def kill_remote(w):
+        w.remote_error = GitError(["git", "ls-remote"], "exited with status 128",
+                                  "fatal: unable to access: Connection refused")
+
+    def heal_remote(w):
+        w.remote_error = None
+        w.remote = C2
+    world, state = scenario(tmp_path, [(30, kill_remote), (3000, heal_remote),
+                                       (3000 + POLL_BACKOFF_CAP_S + 30, lambda w: None)])
+    failing = [t for t, v in world.calls if v == "ls-remote" and 30 < t - world.calls[0][0] < 3000]
+    gaps = [b - a for a, b in zip(failing, failing[1:])]
+    assert max(gaps) <= POLL_BACKOFF_CAP_S + 1e-6 and max(gaps) >= POLL_BACKOFF_CAP_S / 2
+    assert len(failing) < 30   # not every 5-10 s for 50 minutes
+    assert [c for _, c in world.starts] == [C1, C2]  # no restart while the remote was down
+    assert state.commit == C2 and state.last_error is None
+
+
+def test_failing_checks_outside_a_trial_restart_after_retries(tmp_path):
+    def sicken(w):
+        w.unhealthy.add(C1)
+
+    def heal(w):
+        w.unhealthy.discard(C1)
+    world, state = scenario(tmp_path, [(30, sicken), (40, heal), (100, lambda w: None)])
+    assert len(world.starts) >= 2 and all(c == C1 for _, c in world.starts)
+    assert state.restarts >= 1 and state.healthy is True and state.bad == []
+
+
+def test_a_slow_remote_never_delays_another_apps_polls(tmp_path):
+    slow, fast = World(), World()
+    slow.remote_delay_s = 10_000.0
+    a = controller(slow, tmp_path / "a")
+    b = controller(fast, tmp_path / "b")
+
+    async def main():
+        tasks = [asyncio.ensure_future(a.run()), asyncio.ensure_future(b.run())]
+        await asyncio.sleep(100)
+        fast.remote = C2
+        await asyncio.sleep(30)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    run_virtual(main())
+    assert [c for _, c in fast.starts] == [C1, C2]
+    assert len([v for _, v in fast.calls if v == "ls-remote"]) >= 12
+
+
+@pytest.mark.parametrize("health", ["none", "http"])
+def test_app_without_health_check_is_judged_by_staying_alive(tmp_path, health):
+    world, state = scenario(tmp_path, [(1.0, lambda w: None)], health=health)
+    assert state.good is None  # still on trial after one second
+    world, state = scenario(tmp_path, [(30, lambda w: None)], health=health)
+    assert state.good == C1 and state.healthy is True
