@@ -82,7 +82,7 @@ def parse_url(url: str, ca_file: Optional[str] = None,
         raise MqttError("invalid MQTT URL: no path, query or fragment allowed after host:port")
     if port == 0:
         raise MqttError("invalid MQTT URL: port 0")
-    username = unquote(parts.username) if parts.username is not None else None
+    username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     if username is None and env.get("HUDDLE_MQTT_USERNAME"):
         username = env["HUDDLE_MQTT_USERNAME"]
