@@ -356,8 +356,10 @@ class _Loader:
             return self.problem("-", f"malformed INI at line {exc.lineno}: "
                                      f"key {exc.option!r} given twice in [{exc.section}]")
         except configparser.ParsingError as exc:
-            lineno = exc.errors[0][0]             # the line itself is stored as a repr
-            line = text.splitlines()[lineno - 1].strip()
+            # exc.errors holds (lineno, repr(line)): quote the line from the text instead
+            lineno = exc.errors[0][0] if exc.errors else getattr(exc, "lineno", 0)
+            lines = text.splitlines()
+            line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
             return self.problem("-", f"malformed INI at line {lineno}: expected "
                                      f"'key = value' or '[section]', got {line!r}")
         except configparser.Error as exc:
@@ -450,6 +452,8 @@ class _Loader:
             if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
                 return self.problem(where, f"expected a whole number, got {value!r}")
             value = int(value)
+        elif isinstance(value, float):
+            return self.problem(where, f"expected a whole number, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int):
             return self.problem(where, f"expected a whole number, got {_kind(value)}")
         if value < low or (high is not None and value > high):
