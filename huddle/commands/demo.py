@@ -1,14 +1,14 @@
-"""`huddle demo` (being written)."""
+"""`huddle demo`: deploy, update and roll back a tiny web app on this machine, narrated."""
 from __future__ import annotations
 
 import argparse
 
-from huddle.errors import HuddleError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (repos, state, logs) afterwards")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise HuddleError("demo is not built yet")
+    from huddle.demo import run_demo
+    return run_demo(keep=args.keep)
