@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import random
 import socket
 import ssl
 from typing import Callable, Dict, Optional, Tuple
@@ -31,6 +30,7 @@ from typing import Callable, Dict, Optional, Tuple
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from huddle.backoff import Backoff
 from huddle.mqtturl import BrokerTarget
 
 log = logging.getLogger("huddle.mqtt")
@@ -54,14 +54,6 @@ class _HandedSocketClient(paho.Client):
         return sock
 
 
-def backoff_s(failures: int, base_s: float, cap_s: float,
-              rand: Callable[[], float] = random.random) -> float:
-    """Delay before the next attempt: base * 2**failures, capped, then jittered to 50-100%
-    so a fleet that lost its broker together does not come back in lock-step."""
-    delay = min(cap_s, base_s * (2 ** min(failures, 30)))
-    return delay * (0.5 + rand() / 2)
-
-
 class Link:
     """Keeps one MQTT session open while the loop runs; see the module docstring."""
 
@@ -73,8 +65,7 @@ class Link:
                  ssl_context: Optional[ssl.SSLContext] = None) -> None:
         self.target = target
         self.connect_timeout_s = connect_timeout_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        self._backoff = Backoff(backoff_base_s, backoff_max_s)
         self._on_connected = on_connected
         self._ssl_context = ssl_context if ssl_context is not None else (
             target.ssl_context() if target.tls else None)
@@ -158,11 +149,10 @@ class Link:
 
     async def _run(self) -> None:
         assert self._lost is not None
-        failures = 0
         while True:
             try:
                 await self._connect_once()
-                failures = 0
+                self._backoff.reset()
                 log.info("MQTT connected to %s", self.target.redacted)
                 await self._lost.wait()
                 log.warning("MQTT connection to %s lost", self.target.redacted)
@@ -172,8 +162,7 @@ class Link:
                 log.warning("MQTT %s: %s", self.target.redacted,
                             str(exc) or type(exc).__name__)
                 self.client._sock_close()
-            delay = backoff_s(failures, self.backoff_base_s, self.backoff_max_s)
-            failures += 1
+            delay = self._backoff.failed()
             log.debug("MQTT reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
 
