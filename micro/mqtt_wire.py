@@ -65,7 +65,12 @@ class Wire:
         t0 = ticks_ms()
         mv = memoryview(data)
         while len(mv):
-            n = self._wr(mv)
+            try:
+                n = self._wr(mv)
+            except OSError as e:
+                if e.errno is not None:  # None: CPython's socket.timeout
+                    raise
+                n = None
             self._late(t0 if n else None, "send")
             mv = mv[n:]
         self._sent = ticks_ms()
@@ -76,8 +81,8 @@ class Wire:
         while len(mv):
             try:
                 n = self._rd(mv)
-            except OSError as e:
-                if e.errno != EAGAIN:  # the unix port's socket timeout
+            except OSError as e:  # a timeout: EAGAIN on the unix port, None on CPython
+                if e.errno not in (EAGAIN, None):
                     raise
                 n = None
             self._late(None if n is None else t0, "receive")
