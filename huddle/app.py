@@ -140,7 +140,8 @@ class AppController:
                 self.poll_backoff.reset()
                 delay = self.rng.uniform(self.config.timing.minimum_s,
                                          self.config.timing.maximum_s)
-            except HuddleError as exc:
+            except (HuddleError, OSError) as exc:
+                # OSError: the disk or permissions beneath git, e.g. a full disk on rename
                 delay = max(self.config.timing.minimum_s, self.poll_backoff.failed())
                 self.error(f"{exc} (retrying in {delay:.0f} s)")
                 self.poll_error = True
@@ -194,19 +195,27 @@ class AppController:
             # killed mid-deploy: the tree must match what state says is deployed
             await self.git.checkout(self.state.commit, repo.branch)
             head = self.state.commit
-        self.tree_ready = True
-        self.adopt_or_clear_orphans()
+        await self.adopt_or_clear_orphans()
         if self.proc is None and head and head in self.state.bad:
             self.give_up(f"{head[:12]} is a rolled-back commit; waiting for a newer one")
         elif self.proc is None and head:
-            first = self.state.commit is None or self.state.commit != head
-            self.state.commit = head
-            if first:
+            if self.state.commit != head:
+                # never deployed from this tree (fresh clone, or a clone made by hand): it
+                # gets its hooks and install like any deploy; a failure is retried next poll
+                await self.install_tree()
+                self.state.commit = head
                 self.state.deployed_at = self.wall_clock()
             await self.start_app(trial=self.state.commit != self.state.good, reason="start")
+        self.tree_ready = True
         return cloned
 
-    def adopt_or_clear_orphans(self) -> None:
+    async def install_tree(self) -> None:
+        app = self.config.application
+        await self.run_hooks(app.post_pull, "post-pull")
+        if app.install:
+            await self.run_hooks([app.install], "install")
+
+    async def adopt_or_clear_orphans(self) -> None:
         """Exactly one copy runs: adopt the recorded process if it is really ours, stop any
         other process carrying this app's tag (started by an agent that died too soon)."""
         s = self.state
@@ -222,11 +231,10 @@ class AppController:
                 self.wakeup.set()
         for pid in find_tagged(self.tag):
             if self.proc is None or pid != self.proc.pid:
-                log.warning("%s: stopping orphan pid %d of this app", self.name, pid)
-                try:
-                    os.killpg(pid, 9)
-                except OSError:
-                    pass  # it exited on its own meanwhile
+                orphan = AppProcess.adopt(pid)
+                if orphan is not None:
+                    log.warning("%s: stopping orphan pid %d of this app", self.name, pid)
+                    await orphan.stop(self.config.application.stop_timeout_s)
 
     async def poll_once(self) -> None:
         repo = self.config.repository
@@ -272,9 +280,7 @@ class AppController:
         log.info("%s: deploying %s (was %s)", self.name, commit[:12], (previous or "-")[:12])
         await self.git.checkout(commit, repo.branch)
         try:
-            await self.run_hooks(app.post_pull, "post-pull")
-            if app.install:
-                await self.run_hooks([app.install], "install")
+            await self.install_tree()
         except HuddleError:
             if previous:  # the running app keeps a tree that matches it
                 await self.git.checkout(previous, repo.branch)
