@@ -38,7 +38,7 @@ class Repo:
     """A git repository on branch `main`; `commit(files)` makes the tree exactly `files`."""
 
     def __init__(self, path: Path, branch: str = "main") -> None:
-        self.path = Path(path)
+        self.path = Path(path).resolve()
         self.branch = branch
         self.path.mkdir(parents=True, exist_ok=True)
         git(self.path, "init", "-q", "-b", branch)
@@ -116,6 +116,8 @@ class ManifestServer:
         self.requests: list = []
         self.stalled = threading.Event()
         self.release = threading.Event()
+        self.stall_at = 0  # "stall"/"drop" hit this request for a blob over 64 bytes (0 = first)
+        self.blob_requests = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -156,7 +158,7 @@ class ManifestServer:
             try:
                 h.wfile.write(b"huddle-manifest 1\ncommit " + b"f" * 40 + b"\nbranch main\n")
                 while True:
-                    h.wfile.write(b"file " + b"a" * 64 + b" 1 x\n" * 64)
+                    h.wfile.write((b"file " + b"a" * 64 + b" 1 x\n") * 64)
             except OSError:
                 return  # the device hung up, as it should
         if path in self.overrides:
@@ -165,7 +167,10 @@ class ManifestServer:
         if self.root.resolve() not in target.parents or not target.is_file():
             return self._send(h, 404, b"not found\n")
         data = target.read_bytes()
-        if self.mode in ("stall", "drop") and "/blobs/" in path and len(data) > 64:
+        nth = -1
+        if "/blobs/" in path and len(data) > 64:  # only blobs big enough to cut count
+            nth, self.blob_requests = self.blob_requests, self.blob_requests + 1
+        if self.mode in ("stall", "drop") and nth == self.stall_at:
             h.send_response(200)
             h.send_header("Content-Length", str(len(data)))
             h.end_headers()
