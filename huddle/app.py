@@ -205,6 +205,8 @@ class AppController:
                 await self.install_tree()
                 self.state.commit = head
                 self.state.deployed_at = self.wall_clock()
+                self.event("deploy", f"deploying {head[:12]} (first deploy from this tree)",
+                           head)
             await self.start_app(trial=self.state.commit != self.state.good, reason="start")
         self.tree_ready = True
         return cloned
