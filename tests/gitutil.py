@@ -70,7 +70,7 @@ if crash_file:
 if "--socket" in sys.argv:
     class Line(socketserver.StreamRequestHandler):
         def handle(self):
-            request = self.rfile.readline()
+            request = self.request.recv(1024)  # the check sends no newline
             good = request.strip() == b"watchdog" and mode == "ok"
             self.wfile.write(b"OK\n" if good else b"NO\n")
     socketserver.ThreadingTCPServer.allow_reuse_address = True
@@ -98,7 +98,8 @@ ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 '''
 
 INSTALL_SH = {
-    "ok": 'echo "installed $HUDDLE_COMMIT" > installed.txt\n',
+    "ok": 'echo "installed $(cat version.txt)" > installed.txt\n'
+          'echo "$HUDDLE_COMMIT" > installed-commit.txt\n',
     "fail": 'echo "install is broken on purpose" >&2\nexit 7\n',
     "hang": "sleep 600\n",
 }
