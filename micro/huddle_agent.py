@@ -46,7 +46,8 @@ class Agent:
         """debug: samples heap use, so a benchmark can report the peak."""
         if self.cfg["debug"]:
             import gc
-            if hasattr(gc, "mem_alloc"):
+            if hasattr(gc, "mem_alloc"):  # live data after a collection, not garbage
+                gc.collect()
                 self.peak = max(self.peak, gc.mem_alloc())
 
     def _note(self, error=None):

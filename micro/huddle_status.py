@@ -25,6 +25,8 @@ class Status:
         self.topic = "huddle/%s/status" % device
         self.timeout_s = min(timeout_s, MQTT_TIMEOUT_S)
         self.keepalive_s = keepalive_s  # each heartbeat publish keeps the session alive
+        # reconnect at least about once per heartbeat: a status that comes back late is stale
+        self.max_backoff_s = min(MAX_BACKOFF_S, max(5, keepalive_s // 2))
         self.client = None
         self.fails = 0
         self.retry_ms = None  # ticks when the next connect may be tried
@@ -55,7 +57,7 @@ class Status:
         import random
         from huddle_os import ticks_ms, ticks_add, log
         self.fails += 1
-        delay = min(2 ** min(self.fails, 8), MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+        delay = min(2 ** min(self.fails, 8), self.max_backoff_s) * (0.5 + random.random() / 2)
         self.retry_ms = ticks_add(ticks_ms(), int(delay * 1000))
         log("mqtt: %s (retry in %ds)" % (err, delay))
         self.client = None

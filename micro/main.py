@@ -26,6 +26,19 @@ def _load(path):
         gc.collect()
 
 
+def _preload(cfg):
+    """Compiles every module the agent will need now, biggest first, while the heap is still
+    empty: compiling from source needs several times a module's final size for a moment,
+    which a 48 KB heap cannot find later, beside a running app."""
+    import gc
+    names = ["huddle_sync", "huddle_manifest", "huddle_http", "huddle_agent"]
+    if cfg["mqtt"] and "--once" not in sys.argv:
+        names = ["mqtt", "huddle_status"] + names
+    for name in names:
+        __import__(name)
+        gc.collect()
+
+
 def main(argv):
     args = [a for a in argv if not a.startswith("--")]
     flags = [a for a in argv if a.startswith("--")]
@@ -36,6 +49,7 @@ def main(argv):
     cfg = _load(args[0] if args else "device.json")
     if cfg is None:
         return 2
+    _preload(cfg)
     import asyncio
     from huddle_agent import Agent
     agent = Agent(cfg)
