@@ -20,6 +20,7 @@ from huddle.errors import CommandError
 
 STDOUT_CAP = 4 * 1024 * 1024   # git output huddle parses is tiny; a runaway hook is not kept
 STDERR_CAP = 64 * 1024         # keep the tail: the last lines say what went wrong
+PIPE_GRACE_S = 1.0             # after an exit, how long output may still arrive on the pipes
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,15 @@ class CommandRunner(Protocol):
                        error_class: Type[CommandError] = CommandError) -> CommandResult: ...
 
 
-async def _drain(stream: Optional[asyncio.StreamReader], cap: int, keep_tail: bool) -> bytes:
+async def _drain(stream: Optional[asyncio.StreamReader], buf: bytearray, cap: int,
+                 keep_tail: bool) -> None:
+    """Read stream to EOF into buf (kept by the caller, so a cancelled read keeps its data)."""
     if stream is None:
-        return b""
-    buf = bytearray()
+        return
     while True:
         chunk = await stream.read(65536)
         if not chunk:
-            return bytes(buf)
+            return
         buf += chunk
         if len(buf) > cap:
             # a tail is what explains a failure; a head is what a parser needs
@@ -53,6 +55,38 @@ async def _drain(stream: Optional[asyncio.StreamReader], cap: int, keep_tail: bo
                 del buf[: len(buf) - cap]
             else:
                 del buf[cap:]
+
+
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Resolves `exited` with the status as soon as the process exits. `Process.wait()` waits
+    for the pipes to close as well, which a descendant that left the group may delay forever."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2 ** 16, loop=loop)
+        self.exited: asyncio.Future = loop.create_future()
+
+    def process_exited(self) -> None:
+        returncode = self._transport.get_returncode()  # the base class may drop _transport
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(returncode)
+
+
+async def _finish_reading(transport, pid: int, readers: list, grace_s: float) -> None:
+    """Give the readers grace_s to reach EOF after the process is gone, then kill what is
+    left of its group, then stop reading.
+
+    A descendant that left the process group (setsid, an ssh ControlPersist master) may hold
+    the pipes open for as long as it lives: waiting for EOF would make the timeout a lie."""
+    done, pending = await asyncio.wait(readers, timeout=grace_s)
+    if not pending:
+        return
+    _kill_group(pid)  # holders still in the group are leftovers, as at a timeout
+    done, pending = await asyncio.wait(pending, timeout=0.2)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    transport.close()  # release our pipe ends now rather than when the holder exits
 
 
 def _kill_group(pid: int) -> None:
@@ -69,31 +103,39 @@ async def run_command(argv: Sequence[str], *, cwd: Optional[str] = None,
     """Run argv to completion under a timeout; raise error_class on failure when check."""
     argv = tuple(str(a) for a in argv)
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=dict(env) if env is not None else None,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitProtocol(loop), *argv, cwd=cwd,
+            env=dict(env) if env is not None else None, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True)
     except OSError as exc:
         raise error_class(argv, f"could not start: {exc.strerror or exc}") from exc
-    readers = asyncio.gather(_drain(proc.stdout, STDOUT_CAP, False),
-                             _drain(proc.stderr, STDERR_CAP, True))
+    pid = transport.get_pid()
+    out, err = bytearray(), bytearray()
+    readers = [asyncio.ensure_future(_drain(protocol.stdout, out, STDOUT_CAP, False)),
+               asyncio.ensure_future(_drain(protocol.stderr, err, STDERR_CAP, True))]
     try:
-        out, err = await asyncio.wait_for(asyncio.shield(readers), timeout_s)
-        returncode = await asyncio.wait_for(proc.wait(), max(0.1, timeout_s))
-    except asyncio.TimeoutError:
-        _kill_group(proc.pid)
-        await proc.wait()
-        out, err = await readers
-        raise error_class(argv, f"timed out after {timeout_s:g} s",
-                          err.decode(errors="replace")) from None
+        # the timeout bounds the process (its group), not whoever still holds its pipes
+        await asyncio.wait([protocol.exited], timeout=timeout_s)
+        if not protocol.exited.done():
+            _kill_group(pid)
+            await asyncio.wait([protocol.exited], timeout=PIPE_GRACE_S)
+            await _finish_reading(transport, pid, readers, PIPE_GRACE_S)
+            raise error_class(argv, f"timed out after {timeout_s:g} s",
+                              bytes(err).decode(errors="replace"))
+        returncode = protocol.exited.result()
+        await _finish_reading(transport, pid, readers, PIPE_GRACE_S)
     except asyncio.CancelledError:
-        _kill_group(proc.pid)  # the agent is stopping: leave no child behind
-        await asyncio.shield(proc.wait())
-        readers.cancel()
+        _kill_group(pid)  # the agent is stopping: leave no child behind
+        for task in readers:
+            task.cancel()
+        await asyncio.shield(asyncio.wait([protocol.exited], timeout=PIPE_GRACE_S))
+        transport.close()
         raise
-    result = CommandResult(argv, returncode, out.decode(errors="replace"),
-                           err.decode(errors="replace"), time.monotonic() - started)
+    result = CommandResult(argv, returncode, bytes(out).decode(errors="replace"),
+                           bytes(err).decode(errors="replace"), time.monotonic() - started)
     if check and returncode != 0:
         reason = (f"was killed by signal {-returncode}" if returncode < 0
                   else f"exited with status {returncode}")

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 
 import pytest
 
@@ -78,3 +81,35 @@ def test_stdin_is_not_a_terminal():
     result = run(run_command(["sh", "-c", "test -t 0 && echo tty || echo notty; cat"],
                              timeout_s=5))
     assert result.stdout == "notty\n"  # and `cat` saw EOF at once: stdin is /dev/null
+
+
+def test_timeout_holds_when_a_detached_descendant_keeps_the_pipes_open(tmp_path):
+    """An ssh ControlPersist master or any `setsid` helper inherits stdout/stderr and may
+    live for minutes; the call must still end at its timeout, not when the pipes close."""
+    pidfile = tmp_path / "detached.pid"
+    script = f"setsid sleep 30 & echo $! > {pidfile}; echo started >&2; sleep 30"
+    started = time.monotonic()
+    with pytest.raises(CommandError, match="timed out after 0.5 s") as info:
+        run(run_command(["sh", "-c", script], timeout_s=0.5))
+    assert time.monotonic() - started < 10  # not the 30 s the detached sleep lives
+    assert "started" in str(info.value)
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_success_is_not_held_up_by_a_detached_descendant(tmp_path):
+    pidfile = tmp_path / "detached.pid"
+    script = f"setsid sleep 30 & echo $! > {pidfile}; echo done"
+    started = time.monotonic()
+    result = run(run_command(["sh", "-c", script], timeout_s=20))
+    assert result.returncode == 0 and result.stdout == "done\n"
+    assert time.monotonic() - started < 10  # neither the 20 s timeout nor the 30 s sleep
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_leftovers_in_the_group_holding_the_pipes_are_killed(tmp_path):
+    pidfile = tmp_path / "leftover.pid"
+    result = run(run_command(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; echo done"],
+                             timeout_s=20))
+    assert result.stdout == "done\n"
+    leftover = int(pidfile.read_text())
+    wait_until(lambda: not alive(leftover), 5, "the leftover sleep to be killed")
