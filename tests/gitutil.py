@@ -301,7 +301,8 @@ class GitDaemon:
                 if "Ready to rumble" in line:
                     ready.set()
 
-        threading.Thread(target=drain, args=(self.proc.stderr,), daemon=True).start()
+        self.reader = threading.Thread(target=drain, args=(self.proc.stderr,), daemon=True)
+        self.reader.start()
         deadline = time.monotonic() + 10
         while not ready.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -312,6 +313,8 @@ class GitDaemon:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            self.reader.join(5)  # EOF once every forked child of the daemon is gone
+            self.proc.stderr.close()
         self.proc = None
 
 
