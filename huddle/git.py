@@ -19,6 +19,7 @@ from huddle.errors import GitError
 from huddle.runner import CommandResult, CommandRunner, run_command
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 DEFAULT_TIMEOUT_S = 60.0
 CLONE_TIMEOUT_S = 600.0
 
@@ -33,6 +34,17 @@ def git_environment(base: Optional[Mapping[str, str]] = None) -> dict:
     env["LC_ALL"] = "C"
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=20")
     return env
+
+
+def redact(text: str) -> str:
+    """Hide the user:password (or token) part of any URL: git errors end up in state.json,
+    `huddle status` and MQTT status, none of which may carry credentials."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def _redacted(exc: GitError) -> GitError:
+    return GitError([redact(a) for a in exc.argv], redact(exc.reason), redact(exc.stderr),
+                    exc.returncode)
 
 
 def check_ref_name(kind: str, name: str) -> str:
@@ -58,10 +70,13 @@ class GitRepo:
 
     async def _git(self, args: Sequence[str], *, cwd: Optional[Path] = None,
                    timeout_s: Optional[float] = None, check: bool = True) -> CommandResult:
-        return await self.runner([self.executable, *args],
-                                 cwd=str(cwd if cwd is not None else self.path), env=self.env,
-                                 timeout_s=timeout_s or self.timeout_s, check=check,
-                                 error_class=GitError)
+        try:
+            return await self.runner([self.executable, *args],
+                                     cwd=str(cwd if cwd is not None else self.path),
+                                     env=self.env, timeout_s=timeout_s or self.timeout_s,
+                                     check=check, error_class=GitError)
+        except GitError as exc:
+            raise _redacted(exc) from None
 
     def is_clone(self) -> bool:
         return (self.path / ".git").exists()
@@ -72,7 +87,7 @@ class GitRepo:
         check_ref_name("remote", remote)
         check_ref_name("branch", branch)
         if url.startswith("-"):
-            raise GitError(["git", "clone"], f"refuses remote path {url!r}")
+            raise GitError(["git", "clone"], f"refuses remote path {redact(url)!r}")
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise GitError(["git", "clone"],
                            f"cannot clone: {self.path} exists and is not a git working tree")
@@ -103,7 +118,7 @@ class GitRepo:
                                "`remote path` is empty", current.stderr)
             return
         if url.startswith("-"):
-            raise GitError(["git", "remote"], f"refuses remote path {url!r}")
+            raise GitError(["git", "remote"], f"refuses remote path {redact(url)!r}")
         if current.returncode != 0:
             await self._git(["remote", "add", "--", remote, url])
         elif current.stdout.strip() != url:
@@ -115,11 +130,11 @@ class GitRepo:
         ref = f"refs/heads/{branch}"
         result = await self._git(["ls-remote", "--exit-code", remote, ref], check=False)
         if result.returncode == 2:
-            raise GitError(result.argv, f"branch {branch!r} does not exist on the remote",
-                           result.stderr, 2)
+            raise _redacted(GitError(result.argv, f"branch {branch!r} does not exist on the "
+                                     "remote", result.stderr, 2))
         if result.returncode != 0:
-            raise GitError(result.argv, f"exited with status {result.returncode}",
-                           result.stderr, result.returncode)
+            raise _redacted(GitError(result.argv, f"exited with status {result.returncode}",
+                                     result.stderr, result.returncode))
         for line in result.stdout.splitlines():
             sha, _, name = line.partition("\t")
             if name == ref and SHA_RE.match(sha):

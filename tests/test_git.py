@@ -221,3 +221,28 @@ def test_a_hanging_git_call_is_killed_by_the_timeout(tmp_path):
     assert "ls-remote" in str(info.value)
     hung = int(pidfile.read_text())
     wait_until(lambda: not alive(hung), 5, "the hung git's child to be killed")
+
+
+@pytest.mark.parametrize("userinfo", ["user:s3cret", "ghp_s3cretToken"])
+def test_credentials_in_the_remote_url_never_reach_the_error(tmp_path, userinfo):
+    url = f"http://{userinfo}@127.0.0.1:{closed_port()}/app.git"
+    repo = GitRepo(tmp_path / "tree", timeout_s=20)
+    with pytest.raises(GitError) as info:
+        run(repo.clone(url, "origin", "main"))
+    err = info.value
+    text = " ".join([str(err), err.stderr, *err.argv])
+    assert "s3cret" not in text
+    assert "http://***@127.0.0.1" in str(err)  # still says which remote failed
+    # the same for a clone whose remote moved to a URL with credentials
+    origin = Origin(tmp_path / "remotes")
+    origin.commit({"a.txt": "one\n"})
+    run(repo.clone(origin.url, "origin", "main"))
+    run(repo.ensure_remote("origin", url))
+    for call in (repo.remote_head("origin", "main"), repo.fetch("origin", "main")):
+        with pytest.raises(GitError) as info:
+            run(call)
+        assert "s3cret" not in " ".join([str(info.value), info.value.stderr,
+                                         *info.value.argv])
+    with pytest.raises(GitError) as info:
+        run(repo.ensure_remote("origin", f"-{url}"))
+    assert "s3cret" not in str(info.value)
