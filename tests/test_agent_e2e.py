@@ -105,8 +105,6 @@ def test_crashing_app_is_restarted_with_growing_delays(tmp_path, agent_factory):
     assert app["commit"] == v1 and app["good"] == v1 and app["bad"] == []
     assert http_get(port) == (200, "v1")
     assert agent.app_log("web").count("crash file found, exiting") == 3
-    assert "restarting in" in (agent.app("web").get("last_error") or "") \
-        or agent.app("web").get("last_error") is None
     assert agent.stop() == 0
 
 
