@@ -28,7 +28,7 @@ from typing import Awaitable, Callable, Optional
 from huddle.backoff import Backoff
 from huddle.config import AppConfig
 from huddle.errors import CommandError, HuddleError
-from huddle.git import GitRepo
+from huddle.git import GitRepo, redact
 from huddle.process import TAG_VAR, AppProcess, find_tagged, is_same_process, rotate_log
 from huddle.report import NullReporter, Reporter
 from huddle.runner import run_command
@@ -107,12 +107,13 @@ class AppController:
         self.state.last_error = message
         self.changed()
 
-    def app_env(self) -> dict:
+    def app_env(self, commit: Optional[str] = None) -> dict:
+        """The app's environment; `commit` is the one being installed, when not yet deployed."""
         env = dict(os.environ)
         env.update(self.config.application.environment)
         env[TAG_VAR] = self.tag
         env["HUDDLE_APP_NAME"] = self.name
-        env["HUDDLE_COMMIT"] = self.state.commit or ""
+        env["HUDDLE_COMMIT"] = commit or self.state.commit or ""
         return env
 
     # -- the two coroutines --------------------------------------------------------------
@@ -185,7 +186,8 @@ class AppController:
             if not repo.remote_path:
                 raise HuddleError(f"{repo.local_path} is not a git clone and `remote path` "
                                   "is empty: nothing to clone from")
-            log.info("%s: cloning %s into %s", self.name, repo.remote_path, repo.local_path)
+            log.info("%s: cloning %s into %s", self.name, redact(repo.remote_path),
+                     repo.local_path)
             await self.git.clone(repo.remote_path, repo.remote, repo.branch)
             cloned = True
         await self.git.ensure_remote(repo.remote, repo.remote_path)
@@ -202,7 +204,7 @@ class AppController:
             if self.state.commit != head:
                 # never deployed from this tree (fresh clone, or a clone made by hand): it
                 # gets its hooks and install like any deploy; a failure is retried next poll
-                await self.install_tree()
+                await self.install_tree(head)
                 self.state.commit = head
                 self.state.deployed_at = self.wall_clock()
                 self.event("deploy", f"deploying {head[:12]} (first deploy from this tree)",
@@ -211,11 +213,11 @@ class AppController:
         self.tree_ready = True
         return cloned
 
-    async def install_tree(self) -> None:
+    async def install_tree(self, commit: str) -> None:
         app = self.config.application
-        await self.run_hooks(app.post_pull, "post-pull")
+        await self.run_hooks(app.post_pull, "post-pull", commit)
         if app.install:
-            await self.run_hooks([app.install], "install")
+            await self.run_hooks([app.install], "install", commit)
 
     async def adopt_or_clear_orphans(self) -> None:
         """Exactly one copy runs: adopt the recorded process if it is really ours, stop any
@@ -252,10 +254,10 @@ class AppController:
             return
         await self.deploy(remote)
 
-    async def run_hooks(self, commands, what: str) -> None:
+    async def run_hooks(self, commands, what: str, commit: Optional[str] = None) -> None:
         for argv in commands:
             result = await run_command(argv, cwd=str(self.config.repository.local_path),
-                                       env=self.app_env(), timeout_s=HOOK_TIMEOUT_S,
+                                       env=self.app_env(commit), timeout_s=HOOK_TIMEOUT_S,
                                        check=False)
             self.append_log(f"--- huddle: {what}: {' '.join(argv)} -> {result.returncode}\n"
                             + result.stdout + result.stderr)
@@ -282,7 +284,7 @@ class AppController:
         log.info("%s: deploying %s (was %s)", self.name, commit[:12], (previous or "-")[:12])
         await self.git.checkout(commit, repo.branch)
         try:
-            await self.install_tree()
+            await self.install_tree(commit)
         except HuddleError:
             if previous:  # the running app keeps a tree that matches it
                 await self.git.checkout(previous, repo.branch)
@@ -447,7 +449,7 @@ class AppController:
         try:
             await self.git.checkout(good, self.config.repository.branch)
             if self.config.application.install:
-                await self.run_hooks([self.config.application.install], "install")
+                await self.run_hooks([self.config.application.install], "install", good)
         except HuddleError as exc:
             self.give_up(f"rollback to {good[:12]} failed: {exc}")
             return

@@ -258,8 +258,6 @@ def test_install_runs_before_the_first_start(tmp_path, agent_factory):
     assert agent.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: app_env() during install/post-pull uses "
-                   "state.commit, still the previous commit, so HUDDLE_COMMIT is stale")
 def test_install_sees_the_commit_it_installs_in_huddle_commit(tmp_path, agent_factory):
     origin, port, config = make_app(tmp_path, application={"install": "sh install.sh"})
     v1 = origin.app_commit("v1", install="ok")
