@@ -1,0 +1,439 @@
+"""Shared helpers of huddle's benchmarks: the machine, /proc sampling, origin repos, peers.
+
+Benchmarks measure real processes from outside, the way a user's monitoring would: the agent
+(or its peer) runs as its own process, RSS comes from /proc/PID/status (VmRSS), CPU from
+/proc/PID/stat (utime+stime for the process itself, cutime+cstime for the children it has
+reaped, i.e. git and hooks). Origins are local bare repos reached over file:// that hold a
+tiny web app (`server.py`, stdlib only) whose answer depends on files in the commit, so a
+benchmark can push a new version, a crashing one or one that answers 500. The naive peer is
+`naive_peer.sh` beside this file: the `git fetch && git reset --hard` shell loop people write.
+Everything lives under one temporary directory per run; every wait is bounded.
+"""
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+OUT_DIR = BENCH_DIR / "out"
+NAIVE_PEER = BENCH_DIR / "naive_peer.sh"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PYTHON = sys.executable     # the venv python: apps and agent share it (see NOTES-testing)
+
+# -- the machine ------------------------------------------------------------------------------
+
+
+def _first(cmd: list) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"  # a missing tool only blanks one field of the description
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "Hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: fall back to what platform knows
+    return platform.processor() or "unknown"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"  # not Linux
+
+
+def machine() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "git": _first(["git", "--version"]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "loadavg": loadavg(),
+        "huddle": huddle_version(),
+    }
+
+
+def huddle_version() -> str:
+    """The commit the benchmarked huddle/ comes from, "+dirty" when its files differ."""
+    head = _first(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _first(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "huddle"])
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_line(info: dict) -> str:
+    return (f"machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, "
+            f"Python {info['python']}, {info['git']}; {info['date']}; "
+            f"load average at start {info['loadavg']}; huddle {info.get('huddle', '?')}")
+
+
+# -- /proc sampling ---------------------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> Optional[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None  # the process is gone
+    return None
+
+
+def hwm_kb(pid: int) -> Optional[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None  # the process is gone
+    return None
+
+
+def cpu_s(pid: int) -> tuple:
+    """(own utime+stime, reaped children's cutime+cstime) in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    rest = stat[stat.rfind(")") + 2:].split()   # fields from 3 on; comm may hold spaces
+    utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
+    return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
+
+
+class Window:
+    """Samples one process's RSS every `step_s` and its CPU at both ends of a window."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rss: list = []
+
+    def run(self, duration_s: float, step_s: float = 0.5,
+            at_start: Callable[[], None] = lambda: None,
+            at_end: Callable[[], None] = lambda: None) -> dict:
+        at_start()
+        own0, kids0 = cpu_s(self.pid)
+        t0 = time.monotonic()
+        end = t0 + duration_s
+        while True:
+            kb = rss_kb(self.pid)
+            if kb is None:
+                raise RuntimeError(f"process {self.pid} exited during the measurement")
+            self.rss.append(kb)
+            now = time.monotonic()
+            if now >= end:
+                break
+            time.sleep(min(step_s, end - now))
+        own1, kids1 = cpu_s(self.pid)
+        elapsed = time.monotonic() - t0
+        at_end()
+        return {"seconds": elapsed, "rss_kb_median": statistics.median(self.rss),
+                "rss_kb_max": max(self.rss), "rss_kb_hwm": hwm_kb(self.pid),
+                "cpu_own_s": own1 - own0, "cpu_children_s": kids1 - kids0,
+                "samples": len(self.rss)}
+
+
+# -- small utilities --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, step_s: float = 0.02,
+               what: str = "condition") -> object:
+    end = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(step_s)
+
+
+def http_get(port: int, timeout_s: float = 0.5) -> Optional[tuple]:
+    """(status, body) of GET / on 127.0.0.1:port, or None when nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException):
+        return None  # down, refusing, hung or half-started: "not serving" for the bench
+    finally:
+        conn.close()
+
+
+def read_state(state_dir: Path) -> dict:
+    try:
+        return json.loads((Path(state_dir) / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}  # not written yet (atomic renames mean never torn)
+
+
+def summary(values: list) -> dict:
+    values = sorted(values)
+    if not values:
+        return {"n": 0}
+    p90 = values[max(0, math.ceil(0.9 * len(values)) - 1)]     # nearest rank
+    return {"n": len(values), "median": statistics.median(values), "p90": p90,
+            "min": values[0], "max": values[-1]}
+
+
+def temp_root(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def write_json(name: str, data: dict) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / name
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+# -- origins: bare repos holding a tiny web app ---------------------------------------------
+
+SERVER_PY = '''\
+"""Tiny benchmark app: serves message.txt; mode.txt says ok, crash (at start) or 500."""
+import http.server, pathlib, sys
+
+here = pathlib.Path(__file__).resolve().parent
+mode = (here / "mode.txt").read_text().strip()
+if mode == "crash":
+    sys.exit("crashing at start on purpose")
+body = (here / "message.txt").read_bytes()
+status = 500 if mode == "500" else 200
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@localhost",
+               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost",
+               GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+
+
+def git(*args, cwd: Path) -> str:
+    result = subprocess.run(["git", *args], cwd=str(cwd), env=GIT_ENV, capture_output=True,
+                            text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+class Origin:
+    """A bare repo at `bare` and a work clone at `work` the benchmark commits and pushes from."""
+
+    def __init__(self, root: Path, name: str, branch: str = "main") -> None:
+        self.branch = branch
+        self.bare = root / f"{name}.git"
+        self.work = root / f"{name}-work"
+        self.url = self.bare.as_uri()
+        self.pushed_at = 0.0    # time.monotonic() right after the last push returned
+        git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(self.bare), cwd=root)
+        git("init", "--quiet", f"--initial-branch={branch}", str(self.work), cwd=root)
+        git("remote", "add", "origin", self.url, cwd=self.work)
+        self.commit(message="v0", mode="ok", server=SERVER_PY)
+
+    def commit(self, message: str, mode: str = "ok", server: Optional[str] = None) -> str:
+        """Commit message.txt/mode.txt (and server.py), push; returns the new commit."""
+        if server is not None:
+            (self.work / "server.py").write_text(server)
+        (self.work / "message.txt").write_text(message)
+        (self.work / "mode.txt").write_text(mode + "\n")
+        git("add", "server.py", "message.txt", "mode.txt", cwd=self.work)
+        git("commit", "--quiet", "-m", f"{message} ({mode})", cwd=self.work)
+        sha = git("rev-parse", "HEAD", cwd=self.work)
+        git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.work)
+        self.pushed_at = time.monotonic()
+        return sha
+
+
+def clone_origin(origin: Origin, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    git("clone", "--quiet", "--branch", origin.branch, origin.url, str(dest), cwd=dest.parent)
+    return dest
+
+
+def server_command(port: int) -> str:
+    return f"{PYTHON} server.py {port}"
+
+
+# -- the agent under test ---------------------------------------------------------------------
+
+# Runs `huddle run` in-process after wrapping the command runner with a counter of git
+# subcommands; SIGUSR1 writes the counts to $BENCH_COUNT_FILE (and exit does once more). The
+# wrapper is an integer increment per child process: it changes neither RSS nor CPU measurably.
+COUNTING_AGENT = r"""
+import json, os, signal, sys
+import huddle.runner as runner
+counts = {}
+real = runner.run_command
+async def counting(argv, **kw):
+    key = str(argv[1]) if len(argv) > 1 else str(argv[0])
+    counts[key] = counts.get(key, 0) + 1
+    return await real(argv, **kw)
+runner.run_command = counting
+def dump(*_):
+    path = os.environ["BENCH_COUNT_FILE"]
+    with open(path + ".tmp", "w") as fh:
+        json.dump(counts, fh)
+    os.replace(path + ".tmp", path)
+signal.signal(signal.SIGUSR1, dump)
+import atexit; atexit.register(dump)
+from huddle.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def write_config(config_dir: Path, name: str, *, url: str, local_path: Path, start: str,
+                 minimum_s: float, maximum_s: float, health: Optional[dict] = None,
+                 branch: str = "main") -> Path:
+    config = {
+        "repository": {"remote path": url, "local path": str(local_path), "branch": branch},
+        "timing": {"minimum": minimum_s, "maximum": maximum_s},
+        "application": {"start": start},       # defaults otherwise (stop timeout 10 s)
+    }
+    if health:
+        config["health"] = health
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = config_dir / f"{name}.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+class Agent:
+    """`huddle run CONFIG_DIR --state-dir STATE` as a child process (counting wrapper)."""
+
+    def __init__(self, config_dir: Path, state_dir: Path, log_path: Path) -> None:
+        self.state_dir = state_dir
+        self.count_file = state_dir.parent / f"{state_dir.name}.counts.json"
+        self.log = open(log_path, "ab")
+        env = dict(os.environ, BENCH_COUNT_FILE=str(self.count_file))
+        env.pop("HUDDLE_MQTT", None)
+        self.proc = subprocess.Popen(
+            [PYTHON, "-c", COUNTING_AGENT, "run", str(config_dir), "--state-dir",
+             str(state_dir), "--log-level", "info"],
+            cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=self.log,
+            stderr=self.log)
+        self.pid = self.proc.pid
+
+    def counts(self) -> dict:
+        """Git subcommand counts so far (asks the agent with SIGUSR1)."""
+        before = self.count_file.stat().st_mtime_ns if self.count_file.exists() else 0
+        os.kill(self.pid, signal.SIGUSR1)
+        wait_until(lambda: self.count_file.exists()
+                   and self.count_file.stat().st_mtime_ns != before, 5, 0.005, "agent counts")
+        return json.loads(self.count_file.read_text())
+
+    def state(self) -> dict:
+        return read_state(self.state_dir)
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+class NaivePeer:
+    """naive_peer.sh over clones; SIGUSR1 makes it write its poll count to COUNT_FILE."""
+
+    def __init__(self, apps: list, minimum_s: int, maximum_s: int, work: Path) -> None:
+        """apps: (clone dir, branch, start command) triples."""
+        self.count_file = work / "naive.count"
+        self.ready_file = work / "naive.ready"
+        self.log = open(work / "naive.log", "ab")
+        argv = ["bash", str(NAIVE_PEER), str(minimum_s), str(maximum_s), str(self.count_file),
+                str(self.ready_file)]
+        for directory, branch, start in apps:
+            argv += [str(directory), branch, start]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=self.log, env=GIT_ENV)
+        self.pid = self.proc.pid
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        wait_until(self.ready_file.exists, timeout_s, 0.05, "the naive peer's first round")
+
+    def polls(self) -> int:
+        before = self.count_file.stat().st_mtime_ns if self.count_file.exists() else 0
+        os.kill(self.pid, signal.SIGUSR1)
+        wait_until(lambda: self.count_file.exists()
+                   and self.count_file.stat().st_mtime_ns != before, 30, 0.005, "peer count")
+        return int(self.count_file.read_text().split()[0])
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def baseline_python_rss_kb() -> int:
+    """RSS of this venv's python doing nothing (the floor any Python agent starts from)."""
+    proc = subprocess.Popen([PYTHON, "-c", "import time; print(flush=True); time.sleep(30)"],
+                            stdout=subprocess.PIPE)
+    try:
+        proc.stdout.readline()
+        time.sleep(0.2)
+        return rss_kb(proc.pid) or 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def kill_tagged_leftovers(root: Path) -> None:
+    """Kill any process whose cwd is under root (apps a crashed benchmark left behind)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+        except OSError:
+            continue  # gone or not ours
+        if cwd.startswith(str(root) + os.sep) or cwd == str(root):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass  # already gone
