@@ -401,6 +401,7 @@ class AppController:
         self.state.healthy = False
         if was_healthy is not False:
             self.event("health", f"unhealthy: {detail}")
+        self.changed()  # report the verdict now, not after the stop timeout
         async with self.lock:
             if proc is not self.proc:
                 return

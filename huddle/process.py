@@ -136,6 +136,8 @@ class AppProcess:
         """SIGTERM to the group, wait up to timeout_s, then SIGKILL; returns the exit code."""
         if self.running:
             self.signal_group(signal.SIGTERM)
+            # a hung (SIGSTOPped) app acts on SIGTERM only once continued, as systemd knows
+            self.signal_group(signal.SIGCONT)
             try:
                 await asyncio.wait_for(asyncio.shield(self.exited), timeout_s)
             except asyncio.TimeoutError:

@@ -160,3 +160,24 @@ def test_rotate_log_copy_truncate_keeps_the_writer_writing(tmp_path):
 async def _until(pred, interval_s=0.02):
     while not pred():
         await asyncio.sleep(interval_s)
+
+
+def test_stop_of_a_hung_sigstopped_app_does_not_wait_for_the_kill_timeout(tmp_path):
+    """A SIGSTOPped app ignores SIGTERM until continued; stop() must continue it so it exits
+    on SIGTERM instead of waiting the whole stop timeout for SIGKILL."""
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    from huddle.process import AppProcess
+
+    async def main():
+        proc = await AppProcess.start(
+            [sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path,
+            env=dict(os.environ), log_path=tmp_path / "app.log")
+        os.killpg(proc.pid, signal.SIGSTOP)
+        return await proc.stop(timeout_s=60)
+
+    code = asyncio.run(asyncio.wait_for(main(), 30))
+    assert code == -signal.SIGTERM  # ended by SIGTERM, not by the SIGKILL escalation
