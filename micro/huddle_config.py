@@ -1,12 +1,11 @@
-"""The device config: one JSON file, checked completely before the agent does anything.
-
-Every problem is reported at once, one line per key (`FILE: key: reason`), like the host's
-`huddle check`; unknown keys are errors so a typo never passes silently. The result is a plain
-dict with defaults filled in and durations in seconds (floats), which costs less RAM on a
-board than a class per section. Keys: device, manifest, dir, minimum, maximum, main, and
-optional mqtt, key, health (as in the host's app config), timeout (network steps, seconds),
-heartbeat (MQTT status interval, seconds), debug (sample heap use).
-"""
+# The device config: one JSON file, checked completely before the agent does anything.
+#
+# Every problem is reported at once, one line per key (`FILE: key: reason`), like the host's
+# `huddle check`; unknown keys are errors so a typo never passes silently. The result is a plain
+# dict with defaults filled in and durations in seconds (floats), which costs less RAM on a
+# board than a class per section. Keys: device, manifest, dir, minimum, maximum, main, and
+# optional mqtt, key, health (as in the host's app config), timeout (network steps, seconds),
+# heartbeat (MQTT status interval, seconds), debug (sample heap use).
 
 REQUIRED = ("device", "manifest", "dir", "minimum", "maximum", "main")
 OPTIONAL = {"mqtt": None, "key": None, "health": None, "timeout": 10.0,
@@ -29,7 +28,7 @@ def _name_ok(s):
 
 
 def parse_status(spec):
-    """'200', '200-399', '200,204' or an int -> list of (low, high); ValueError when bad."""
+    # '200', '200-399', '200,204' or an int -> list of (low, high); ValueError when bad
     if isinstance(spec, int) and not isinstance(spec, bool):
         spec = str(spec)
     if not isinstance(spec, str):
@@ -83,7 +82,7 @@ def _check_health(h, bad):
 
 
 def check(raw):
-    """Validated config dict, or ConfigError listing every problem as `key: reason`."""
+    # validated config dict, or ConfigError listing every problem as `key: reason`
     bad = []
     if not isinstance(raw, dict):
         raise ConfigError("-: expected a JSON object")

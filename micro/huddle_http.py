@@ -1,12 +1,12 @@
-"""A streaming HTTP/1.0 GET over asyncio streams: just enough for manifests, blobs and checks.
-
-No urequests (absent on many boards, and it reads whole bodies). Every network step runs under
-`asyncio.wait_for` with the config's timeout, and a whole transfer also has a deadline derived
-from its size (a floor rate of MIN_RATE bytes per second), so a slow-loris server costs a
-bounded time. Lines are read with a hard length limit; bodies are read in chunks into the
-caller's one reused buffer (a memoryview slice is returned: no allocation per chunk on
-MicroPython, whose streams have `readinto`). HTTP/1.0 keeps servers from answering chunked.
-"""
+# A streaming HTTP/1.0 GET over asyncio streams: manifests, blobs and health checks.
+#
+# Resident, because the steady loop needs it (health checks, every poll's commit check in
+# huddle_poll). No urequests (absent on many boards, and it reads whole bodies). Every network
+# step runs under `asyncio.wait_for` with the config's timeout, and a whole transfer also has a
+# deadline derived from its size (a floor rate of MIN_RATE bytes per second), so a slow-loris
+# server costs a bounded time. Lines are read with a hard length limit; bodies are left to the
+# caller (huddle_blob reads them into the agent's one reused buffer). HTTP/1.0 keeps servers from
+# answering chunked.
 import asyncio
 
 try:
@@ -15,8 +15,8 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-MAX_HEADER_LINES = const(48)
-MAX_HEADER_LINE = const(1024)
+MAX_LINE = const(1024)
+MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off
 MIN_RATE = const(256)  # bytes/s: slower than this over a whole transfer is a failure
 
 
@@ -24,124 +24,93 @@ class HTTPError(OSError):
     pass
 
 
-def split_url(url):
-    """(https, host, port, path) of an http:// or https:// URL."""
-    https = url.startswith("https://")
-    rest = url[8:] if https else url[7:]
-    i = rest.find("/")
-    hostport, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
-    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
-    return https, host, int(port) if port else (443 if https else 80), path
-
-
 class Response:
-    """An open response: `status`, `length` (None if unknown), `readline`, `readinto`."""
+    # an open response: `status`, `length` (None if unknown), `readline`, `step`, `close`
+    pending = b""
+    status = 0
+    length = end = None
 
     def __init__(self, reader, writer, timeout_s):
-        self.reader = reader
-        self.writer = writer
-        self.timeout_s = timeout_s
-        self.pending = b""
-        self.status = 0
-        self.length = None
-        self.deadline_ms = None
+        self.r = reader
+        self.w = writer
+        self.t = timeout_s
 
-    def set_deadline(self, nbytes):
-        from huddle_os import ticks_ms, ticks_add
-        self.deadline_ms = ticks_add(ticks_ms(),
-                                     int((self.timeout_s + nbytes / MIN_RATE) * 1000))
+    def due(self, nbytes=None):
+        # with nbytes: the whole transfer's deadline starts now; without: checks it
+        from huddle_os import ticks_ms, ticks_add, ticks_diff
+        if nbytes is not None:
+            self.end = ticks_add(ticks_ms(), int((self.t + nbytes / MIN_RATE) * 1000))
+        elif self.end is not None and ticks_diff(self.end, ticks_ms()) < 0:
+            raise HTTPError("transfer too slow (below %d B/s)" % MIN_RATE)
 
-    def _check_deadline(self):
-        if self.deadline_ms is not None:
-            from huddle_os import ticks_ms, ticks_diff
-            if ticks_diff(self.deadline_ms, ticks_ms()) < 0:
-                raise HTTPError("transfer too slow (below %d B/s)" % MIN_RATE)
-
-    async def _read(self, n):
-        self._check_deadline()
+    async def step(self, aw):
+        # one network step, bounded by the timeout
         try:
-            return await asyncio.wait_for(self.reader.read(n), self.timeout_s)
+            return await asyncio.wait_for(aw, self.t)
         except asyncio.TimeoutError:
-            raise HTTPError("no data for %ss" % self.timeout_s)
+            raise HTTPError("no data for %ss" % self.t)
 
-    async def readline(self, limit):
-        """One line without its "\n" (a "\r" stays); None at the end; HTTPError beyond
-        `limit` bytes or when the stream ends inside a line."""
+    async def readline(self, limit=MAX_LINE):
+        # one line without its "\n" (a "\r" stays); None at the end; HTTPError beyond
+        # `limit` bytes or when the stream ends inside a line
         while True:
-            i = self.pending.find(b"\n")
-            if i >= 0:
-                line, self.pending = self.pending[:i], self.pending[i + 1:]
-                if len(line) > limit:
-                    raise HTTPError("line longer than %d bytes" % limit)
-                return line
-            if len(self.pending) > limit:
+            p = self.pending
+            i = p.find(b"\n")
+            if i > limit or (i < 0 and len(p) > limit):
                 raise HTTPError("line longer than %d bytes" % limit)
-            data = await self._read(256)
+            if i >= 0:
+                self.pending = p[i + 1:]
+                return p[:i]
+            self.due()
+            data = await self.step(self.r.read(256))
             if not data:
-                if self.pending:
+                if p:
                     raise HTTPError("truncated: the last line has no newline")
                 return None
-            self.pending += data
-
-    async def readinto(self, buf):
-        """Reads up to len(buf) bytes into buf; returns the filled memoryview (empty at end)."""
-        mv = memoryview(buf)
-        if self.pending:
-            n = min(len(buf), len(self.pending))
-            mv[:n] = self.pending[:n]
-            self.pending = self.pending[n:]
-            return mv[:n]
-        self._check_deadline()
-        if hasattr(self.reader, "readinto"):  # MicroPython: no allocation per chunk
-            try:
-                n = await asyncio.wait_for(self.reader.readinto(mv), self.timeout_s)
-            except asyncio.TimeoutError:
-                raise HTTPError("no data for %ss" % self.timeout_s)
-            return mv[:n or 0]
-        data = await self._read(len(buf))
-        mv[:len(data)] = data
-        return mv[:len(data)]
+            self.pending = p + data
 
     async def close(self):
         try:
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), self.timeout_s)
+            self.w.close()
+            await asyncio.wait_for(self.w.wait_closed(), self.t)
         except Exception:  # closing is best effort: the socket may be dead already
             pass
 
 
-async def get(url, timeout_s, extra_header=b""):
-    """Opens a GET and reads the status line and headers; the body is left to the caller."""
-    https, host, port, path = split_url(url)
-    ctx = None
+async def get(url, timeout_s):
+    # opens a GET, reads the status line and headers; the body is left to the caller
+    https = url.startswith("https://")
+    rest = url[8 if https else 7:]
+    i = rest.find("/")
+    host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
+    port = 443 if https else 80
+    if ":" in host:
+        host, port = host.rsplit(":", 1)
+        port = int(port)
+    kw = {}
     if https:
         import ssl
         if hasattr(ssl, "create_default_context"):  # CPython: verify certificates
-            ctx = ssl.create_default_context()
+            kw["ssl"] = ssl.create_default_context()
         else:  # MicroPython: encrypt; integrity comes from the manifest key and SHA-256s
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            kw["ssl"] = ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.verify_mode = ssl.CERT_NONE
+    where = "%s:%d" % (host, port)
     try:
-        if ctx:
-            op = asyncio.open_connection(host, port, ssl=ctx)
-        else:
-            op = asyncio.open_connection(host, port)
-        reader, writer = await asyncio.wait_for(op, timeout_s)
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, **kw), timeout_s)
     except asyncio.TimeoutError:
-        raise HTTPError("connect to %s:%d timed out" % (host, port))
-    resp = Response(reader, writer, timeout_s)
+        raise HTTPError("connect to %s timed out" % where)
+    resp = Response(r, w, timeout_s)
     try:
-        writer.write(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: " + host.encode() +
-                     b"\r\nUser-Agent: huddle-micro\r\nConnection: close\r\n" + extra_header +
-                     b"\r\n")
-        await asyncio.wait_for(writer.drain(), timeout_s)
-        line = (await resp.readline(MAX_HEADER_LINE) or b"").rstrip(b"\r")
-        parts = line.split(b" ", 2) if line else []
+        w.write(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
+                b"Connection: close\r\n\r\n" % (path.encode(), host.encode()))
+        await resp.step(w.drain())
+        parts = (await resp.readline() or b"").split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-            raise HTTPError("not an HTTP response from %s:%d" % (host, port))
+            raise HTTPError("not an HTTP response from " + where)
         resp.status = int(parts[1])
-        for _ in range(MAX_HEADER_LINES):
-            line = await resp.readline(MAX_HEADER_LINE)
+        for _ in range(48):
+            line = await resp.readline()
             if line is None:
                 raise HTTPError("connection closed inside the headers")
             line = line.rstrip(b"\r")
@@ -149,11 +118,9 @@ async def get(url, timeout_s, extra_header=b""):
                 return resp
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
-                resp.length = int(value.strip())
+                resp.length = int(value)
         raise HTTPError("too many header lines")
-    except asyncio.TimeoutError:
-        await resp.close()
-        raise HTTPError("%s:%d timed out" % (host, port))
     except BaseException:
         await resp.close()
         raise
+

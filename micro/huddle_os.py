@@ -1,92 +1,42 @@
-"""The micro agent's operating-system layer: paths, files, clock and log.
-
-MicroPython has no `os.path`, no `shutil` and no `time.monotonic`, and CPython has no
-`time.ticks_ms`; every other module goes through these few helpers so it reads the same on
-both. Paths are plain strings joined with "/" (the only separator on boards and on the unix
-port). `write_atomic` is the one way anything that matters is written: a temporary file beside
-the target, flushed (and fsynced where the port can), then renamed over it, so a power cut
-leaves either the old or the new file. Modules are prefixed `huddle_` so an app's own
-`config.py` or `http.py` can never shadow the agent's (or the other way round).
-"""
+# The resident operating-system layer: clock, log and the atomic JSON files.
+#
+# MicroPython has no `os.path` and no `time.monotonic`, and CPython has no `time.ticks_ms`; the
+# agent goes through these few helpers so it reads the same on both. Paths are strings joined
+# with "/". `write_json` is the one way anything that matters is written: a temporary file beside
+# the target, flushed (and fsynced where the port can), then renamed over it, so a power cut
+# leaves the old or the new file. `call` runs a function of a transient module (the sync stack,
+# the store): compiled for the moment, then forgotten so its RAM goes back. Only what the steady
+# loop needs lives here; tree operations are in huddle_fs (transient too). Modules are prefixed
+# `huddle_` so an app's own `config.py` or `http.py` can never shadow the agent's.
 import os
+import sys
 import time
-
-DIR_BIT = 0x4000  # S_IFDIR in st_mode
-TMP_SUFFIX = ".tmp"
 
 
 def join(a, b):
-    if not a:
-        return b
     return a + b if a.endswith("/") else a + "/" + b
 
 
-def parent(path):
-    i = path.rfind("/")
-    return path[:i] if i > 0 else ("/" if i == 0 else "")
+def log(msg):
+    print("huddle: " + msg)
 
 
-def exists(path):
+def call(name, fn, *args):
+    # `fn` of module `name`, compiled now; afterwards every huddle_ module it pulled in is
+    # forgotten (an async fn keeps them alive only until its coroutine finishes)
+    import gc
+    gc.collect()
+    had = list(sys.modules)
     try:
-        os.stat(path)
-        return True
-    except OSError:  # absent (or unreadable: treated alike)
-        return False
-
-
-def isdir(path):
-    try:
-        return os.stat(path)[0] & DIR_BIT != 0
-    except OSError:  # absent
-        return False
-
-
-def size_of(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:  # absent
-        return -1
-
-
-def makedirs(path):
-    if not path or isdir(path):
-        return
-    makedirs(parent(path))
-    os.mkdir(path)
-
-
-def remove(path):
-    """Deletes a file or a whole tree; absent is fine."""
-    if isdir(path):
-        for name in os.listdir(path):
-            remove(join(path, name))
-        os.rmdir(path)
-    elif exists(path):
-        os.remove(path)
-
-
-def fsync(f):
-    f.flush()
-    if hasattr(os, "fsync"):  # CPython; MicroPython's VFS commits on close
-        os.fsync(f.fileno())
-
-
-def write_atomic(path, data):
-    tmp = path + TMP_SUFFIX
-    with open(tmp, "wb") as f:
-        f.write(data)
-        fsync(f)
-    os.rename(tmp, path)
-    if hasattr(os, "fsync") and hasattr(os, "O_RDONLY"):  # CPython: make the rename durable
-        fd = os.open(parent(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        return getattr(__import__(name), fn)(*args)
+    finally:
+        for k in list(sys.modules):
+            if k not in had and k[:7] == "huddle_":
+                del sys.modules[k]
 
 
 def read_json(path):
-    """The parsed file, or None when it is absent or torn (callers treat both as 'no data')."""
+    # the parsed file, or None when it is absent or torn (callers treat both as "no data")
     import json
     try:
         with open(path) as f:
@@ -97,12 +47,19 @@ def read_json(path):
 
 def write_json(path, obj):
     import json
-    write_atomic(path, json.dumps(obj).encode())
-
-
-def free_bytes(path):
-    st = os.statvfs(path)
-    return st[1] * st[4]  # f_frsize * f_bavail
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        if hasattr(os, "fsync"):  # CPython; MicroPython's VFS commits on close
+            os.fsync(f.fileno())
+    os.rename(tmp, path)
+    if hasattr(os, "O_RDONLY"):  # CPython: make the rename durable
+        fd = os.open(path[:path.rfind("/")] or "/", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 if hasattr(time, "ticks_ms"):
@@ -118,12 +75,3 @@ else:
 
     def ticks_add(a, b):
         return a + b
-
-
-def log(msg):
-    print("huddle: " + msg)
-
-
-def hexlify(digest):
-    import binascii
-    return binascii.hexlify(digest).decode()

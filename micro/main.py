@@ -1,64 +1,53 @@
-"""The micro agent's entry point: `micropython main.py CONFIG [--once]`.
-
-On a board the same file starts from flash at boot without arguments and reads
-`device.json` beside it. `--once` runs a single sync cycle and exits 0 when the device is up
-to date afterwards (already, or after installing), 1 when the cycle failed (the old version
-is still in place), 3 when the published commit was rolled back before (the device stays on
-its version); 2 means the config is invalid. Without `--once` the agent runs until killed,
-and Ctrl-C publishes the offline status and exits 0.
-"""
+# The micro agent's entry point: `micropython main.py CONFIG [--once]`.
+#
+# On a board the same file starts from flash at boot without arguments and reads
+# `device.json` beside it. `--once` runs a single sync cycle and exits 0 when the device is up
+# to date afterwards (already, or after installing), 1 when the cycle failed (the old version
+# is still in place), 3 when the published commit was rolled back before (the device stays on
+# its version); 2 means the config is invalid. Without `--once` the agent runs until killed,
+# and Ctrl-C publishes the offline status and exits 0. Memory: the config checker is compiled,
+# used and forgotten first; then the resident modules are compiled biggest first (the MQTT
+# client, then the agent), while the heap is still empty and unfragmented.
 import sys
 
 
-def _load(path):
-    """The checked config or None (problems printed); its module is dropped afterwards."""
+def main(argv):
+    for a in argv:
+        if a[:2] == "--" and a != "--once":
+            print("huddle: unknown option " + a)
+            return 2
+    args = [a for a in argv if a[:2] != "--"]
+    import gc
     import huddle_config
     try:
-        return huddle_config.load(path)
+        cfg = huddle_config.load(args[0] if args else "device.json")
     except huddle_config.ConfigError as e:
         for line in str(e).split("\n"):
             print("huddle: " + line)
-        return None
+        return 2
     finally:
         del sys.modules["huddle_config"]  # needed once only: give its RAM back
         del huddle_config
-        import gc
         gc.collect()
-
-
-def _preload(cfg):
-    """Compiles every module the agent will need now, biggest first, while the heap is still
-    empty: compiling from source needs several times a module's final size for a moment,
-    which a 48 KB heap cannot find later, beside a running app."""
-    import gc
-    names = ["huddle_sync", "huddle_manifest", "huddle_http", "huddle_agent"]
-    if cfg["mqtt"] and "--once" not in sys.argv:
-        names = ["mqtt", "huddle_status"] + names
+    once = "--once" in argv
+    names = ["huddle_agent", "huddle_http", "huddle_poll"]  # biggest first
+    if not once:
+        names.insert(2, "huddle_health")
+        if cfg["mqtt"]:
+            names.insert(0, "mqtt")
     for name in names:
         __import__(name)
         gc.collect()
-
-
-def main(argv):
-    args = [a for a in argv if not a.startswith("--")]
-    flags = [a for a in argv if a.startswith("--")]
-    for f in flags:
-        if f != "--once":
-            print("huddle: unknown option " + f)
-            return 2
-    cfg = _load(args[0] if args else "device.json")
-    if cfg is None:
-        return 2
-    _preload(cfg)
     import asyncio
     from huddle_agent import Agent
     agent = Agent(cfg)
     try:
-        if "--once" in flags:
-            return asyncio.run(agent.once())
+        if once:
+            from huddle_poll import cycle
+            return {"current": 0, "installed": 0, "bad": 3}.get(asyncio.run(cycle(agent)), 1)
         asyncio.run(agent.run())
     except KeyboardInterrupt:
-        return 0
+        pass
     return 0
 
 

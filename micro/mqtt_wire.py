@@ -1,11 +1,13 @@
-# The byte level of the device's MQTT client (see mqtt.py): framing, bounded reads and writes.
+# The byte level of the device's MQTT client (see mqtt.py): framing and bounded socket I/O.
 #
-# `Wire` owns the socket (plain or TLS) and one small buffer, reused for every fixed header, for
-# short fields (coalesced so a packet goes out in one write, plus its payload) and for draining
-# packets we do not want. Every read and write is bounded by the socket timeout and by an
-# overall deadline of timeout_s, so a peer that trickles bytes cannot hold us either. It lives
-# apart from mqtt.py (the session: CONNECT, PUBLISH, keepalive) because MicroPython compiles a
-# module from source in one piece: two halves peak at about half the heap of one whole.
+# `Wire` owns the socket (plain or TLS) and one 64-byte buffer, reused for every incoming
+# packet header, ack and drained byte. `_io` is the one loop for reads and writes: each call
+# is bounded by the socket timeout and all of it by timeout_s, so a peer that trickles bytes
+# cannot hold us either. The session's methods close the connection on any error, so
+# connect() starts afresh. It is apart from mqtt.py (the session) because MicroPython compiles
+# a module from source in one piece: two halves peak lower than one whole. Notes are comments,
+# not docstrings (a docstring costs heap while its module compiles), and names are few and
+# short: every identifier is interned for good when a module is compiled from source.
 from errno import EAGAIN, ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
 
 try:
@@ -24,10 +26,7 @@ except ImportError:  # CPython
     def ticks_diff(a, b):
         return a - b
 
-_CONNACK = const(0x20)
-_PUBACK = const(0x40)
-_PINGRESP = const(0xD0)
-_BUF = const(64)  # small fields are coalesced here: one write per packet, plus the payload
+_BUF = const(64)
 
 
 class MQTTError(OSError):
@@ -38,15 +37,16 @@ class MQTTError(OSError):
         self.code = code
 
 
+def _late(t0, what, timeout_s):
+    # t0 None: the socket itself timed out
+    if t0 is None or ticks_diff(ticks_ms(), t0) > timeout_s * 1000:
+        raise OSError(ETIMEDOUT, "MQTT %s timed out" % what)
+
+
 class Wire:
     _io = _sock = _ping_at = None
     _wantread = ()  # CPython's TLS "nothing to read yet" error class, once TLS is used
-
-    def __init__(self, timeout_s):
-        self.timeout_s = timeout_s
-        self._buf = bytearray(_BUF)
-        self._mv = memoryview(self._buf)
-        self._acked = self._sent = 0  # _sent: ticks of the last write
+    _acked = _sent = 0  # _acked: the last CONNACK/PUBACK's two bytes; _sent: ticks of a write
 
     def _attach(self, s):
         # s: the connected socket, or its TLS wrapper (then self._sock is the raw one)
@@ -54,125 +54,82 @@ class Wire:
         self._ctl = s if hasattr(s, "settimeout") else self._sock  # MicroPython TLS: raw
         self._rd = getattr(s, "readinto", None) or s.recv_into  # MicroPython / CPython
         self._wr = getattr(s, "write", None) or s.send
+        self._mv = memoryview(bytearray(_BUF))
         self._ping_at = None
 
-    def _late(self, t0, what):
-        # t0 None: the socket itself timed out
-        if t0 is None or ticks_diff(ticks_ms(), t0) > self.timeout_s * 1000:
-            raise OSError(ETIMEDOUT, "MQTT %s timed out" % what)
+    def _ready(self):
+        if self._io is None:
+            raise OSError(ENOTCONN, "MQTT not connected")
 
-    def _write(self, data):
+    def _rw(self, data, n=0):
+        # writes `data` (n == 0), or reads exactly n bytes into the buffer and returns the
+        # first; EOF is a dead connection
         t0 = ticks_ms()
-        mv = memoryview(data)
+        mv = self._mv[:n] if n else memoryview(data)
         while len(mv):
             try:
-                n = self._wr(mv)
-            except OSError as e:
-                if e.errno is not None:  # None: CPython's socket.timeout
-                    raise
-                n = None
-            self._late(t0 if n else None, "send")
-            mv = mv[n:]
-        self._sent = ticks_ms()
-
-    def _fill(self, mv):
-        # read exactly len(mv) bytes, each read bounded by the socket timeout, all by timeout_s
-        t0 = ticks_ms()
-        while len(mv):
-            try:
-                n = self._rd(mv)
+                k = (self._rd if n else self._wr)(mv)
             except OSError as e:  # a timeout: EAGAIN on the unix port, None on CPython
                 if e.errno not in (EAGAIN, None):
                     raise
-                n = None
-            self._late(None if n is None else t0, "receive")
-            if not n:
+                k = None
+            _late(None if k is None else t0, "I/O", self.timeout_s)
+            if not k:
                 raise OSError(ECONNRESET, "MQTT connection closed by the broker")
-            mv = mv[n:]
+            mv = mv[k:]
+        if not n:
+            self._sent = ticks_ms()
+        return self._mv[0]
 
-    def _put(self, i, data, prefix=True):
-        # append a (length-prefixed) field at buf[i]; what does not fit is written out now
-        buf = self._buf
-        if prefix:
-            if i > _BUF - 2:
-                self._write(self._mv[:i])
-                i = 0
-            buf[i] = len(data) >> 8
-            buf[i + 1] = len(data) & 0xFF
-            i += 2
-        if i + len(data) <= _BUF:
-            buf[i:i + len(data)] = data
-            return i + len(data)
-        self._write(self._mv[:i])
-        self._write(data)
-        return 0
-
-    def _send(self, first, n, fields):
-        # fixed header (type, remaining length n), then (data, prefixed) fields, then flush
-        buf = self._buf
-        buf[0] = first
-        i = 1
+    def _send(self, first, body, payload=b""):
+        # fixed header (type, remaining length) and the small body in one write, then payload
+        n = len(body) + len(payload)
+        h = bytearray((first,))
         while True:
-            buf[i] = n & 0x7F | (0x80 if n > 0x7F else 0)
-            i += 1
+            h.append(n & 0x7F | (0x80 if n > 0x7F else 0))
             n >>= 7
             if not n:
                 break
-        for f in fields:
-            i = self._put(i, f[0], f[1])
-        if i:
-            self._write(self._mv[:i])
+        self._rw(h + body)
+        if payload:
+            self._rw(payload)
 
     def _recv(self, wait):
-        # Read one packet and act on it; return its type, or None when wait is False and
+        # Reads one packet and acts on it; returns its type, or None when wait is False and
         # nothing is queued. The rest of a packet that has begun is always read blocking.
-        mv = self._mv
-        if wait:
-            self._fill(mv[:1])
-        else:
+        if not wait:
             self._ctl.setblocking(False)
             try:
-                n = self._rd(mv[:1])
+                k = self._rd(self._mv[:1])
             except OSError as e:
                 if e.errno != EAGAIN and not isinstance(e, self._wantread):
                     raise
-                n = None  # nothing queued
+                k = None  # nothing queued
             self._ctl.settimeout(self.timeout_s)
-            if n is None:
+            if k is None:
                 return None
-            if not n:
+            if not k:
                 raise OSError(ECONNRESET, "MQTT connection closed by the broker")
-        kind = self._buf[0] & 0xF0
+        kind = (self._mv[0] if not wait else self._rw(0, 1)) & 0xF0
         n = shift = 0
         while True:
-            self._fill(mv[1:2])
-            n |= (self._buf[1] & 0x7F) << shift
-            if self._buf[1] < 0x80:
+            k = self._rw(0, 1)
+            n |= (k & 0x7F) << shift
+            if k < 0x80:
                 break
             shift += 7
             if shift > 21:
                 raise MQTTError(0, "malformed remaining length")
-        if kind == _PINGRESP:
+        if kind == 0xD0:  # PINGRESP
             self._ping_at = None
-        elif kind in (_CONNACK, _PUBACK) and n == 2:
-            self._fill(mv[:2])  # CONNACK: flags, return code; PUBACK: packet id
-            self._acked = self._buf[0] << 8 | self._buf[1]
+        elif kind in (0x20, 0x40) and n == 2:  # CONNACK: flags, code; PUBACK: packet id
+            self._acked = self._rw(0, 1) << 8 | self._rw(0, 1)
         else:
             while n:  # we never subscribed: drop whatever this is
                 k = min(n, _BUF)
-                self._fill(mv[:k])
+                self._rw(0, k)
                 n -= k
         return kind
-
-    def _guard(self, f, *args):
-        # any failure leaves the connection unusable: close it, so connect() starts afresh
-        if self._io is None:
-            raise OSError(ENOTCONN, "MQTT not connected")
-        try:
-            return f(*args)
-        except BaseException:
-            self.close()
-            raise
 
     def close(self):
         # close without DISCONNECT: the broker publishes the will
