@@ -150,3 +150,23 @@ host = http://127.0.0.1:{http_port}/
     assert agent.app("wdhttp")["health_detail"].startswith("HTTP 200")
     assert "reply matched" in agent.app("wdsock")["health_detail"]
     assert agent.stop() == 0
+
+
+def test_hung_app_is_detected_and_restarted_not_rolled_back(tmp_path, agent_factory):
+    """A running app frozen by SIGSTOP accepts no more requests: after `retries` failed
+    checks it is restarted (the stop must not wait for its stop timeout) and serves again."""
+    import os
+    import signal
+    origin, port, config = make_app(
+        tmp_path, health={"interval": 0.5, "timeout": 0.5, "retries": 2, "grace": 0.5},
+        application={"stop timeout": 30})
+    v1 = origin.app_commit("v1")
+    agent = agent_factory().start(config)
+    first = agent.wait_good("web", v1)
+    os.kill(first["pid"], signal.SIGSTOP)
+    app = agent.wait_app("web", lambda a: a.get("restarts", 0) >= 1 and a.get("running")
+                         and a.get("pid") != first["pid"] and a.get("healthy") is True and a,
+                         "the hung app restarted and healthy again", timeout_s=20)
+    assert http_get(port) == (200, "v1")
+    assert app["commit"] == app["good"] == v1 and app["bad"] == []
+    assert "unhealthy" in agent.app_log("web") or "unhealthy" in agent.output()
