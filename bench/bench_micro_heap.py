@@ -108,18 +108,13 @@ def once_cycle(heap_k, work, server):
     return proc.returncode == 0, None, (lines[-1] if lines else "")
 
 
-# the agent's modules in the order a long-running agent with MQTT loads them; transient ones
-# are compiled for a moment and forgotten (huddle_os.call, mqtt._transient)
-# (each after the modules it imports, so each row is its own cost)
+# the agent's modules in the order a long-running agent with MQTT compiles them at boot (each
+# after the modules it imports, so each row is its own cost); all but the config checker stay
 MODULES = [("huddle_config", "boot only"), ("mqtt_wire", "resident"), ("mqtt", "resident"),
-           ("mqtt_url", "boot only"), ("huddle_os", "resident"), ("huddle_app", "resident"),
+           ("huddle_os", "resident"), ("huddle_store", "resident"),
            ("huddle_agent", "resident"), ("huddle_http", "resident"),
-           ("huddle_health", "resident"), ("huddle_poll", "resident"),
-           ("mqtt_connect", "per (re)connect"), ("huddle_fs", "boot, update"),
-           ("huddle_store", "boot, switch"), ("huddle_record", "per update"),
-           ("huddle_manifest", "per update"), ("huddle_hmac", "per update with a key"),
-           ("huddle_blob", "per update"), ("huddle_stage", "per update"),
-           ("huddle_switch", "per switch, rollback")]
+           ("huddle_sync", "resident"), ("huddle_stage", "resident"),
+           ("huddle_poll", "resident"), ("huddle_health", "resident")]
 PROBE = """
 import gc, sys
 gc.collect()

@@ -7,26 +7,31 @@
 # failed connect per backoff step (capped, jittered, reset on success), so it never stops
 # deploys and health checks. The last will, retained, is `{"device": ID, "state": "offline"}`,
 # also sent on a clean exit; URL credentials are only used to connect.
-# Memory: only the steady loop stays compiled (this module, huddle_poll, huddle_health,
-# huddle_app, huddle_http, huddle_os, the MQTT session), each small, because compiling from
-# source needs about 150 bytes of heap per line for a moment. huddle_os.call compiles the sync
-# stack (huddle_manifest, huddle_stage, huddle_switch and what they import) one module at a
-# time when a poll found a new commit, and forgets each afterwards. No asyncio.Event (1 KB).
+# The app: the active version's directory goes first on `sys.path`, the module named by `main`
+# is imported and its `main()` called. A coroutine it returns runs as a task beside the agent's
+# own; a plain return means the app has finished its work (not a failure); an exception at
+# import, in `main()` or in the task is a failure. `stop` cancels the task and forgets every
+# module the app imported, so the next version's modules of the same names load fresh.
+# Memory: every agent module is compiled once at boot (main.py), while the heap is empty, and
+# stays; nothing but the app is compiled later. Each function object costs about 100 bytes for
+# good and each distinct name a qstr, so functions are few and names short and shared.
 import asyncio
 import gc
 import json
+import sys
 import time
 from random import random
-from huddle_os import ticks_ms, ticks_diff, ticks_add, join, log, call
-from huddle_app import App
+from huddle_os import ticks_ms, ticks_diff, ticks_add, join, log
+from huddle_store import load
 
 VERSION = "0.2.0-micro"
 
 
 class Agent:
     commit = active = last_error = healthy = started_ms = mqtt = retry_ms = None
+    task = error = mods = path = None  # the app: its task, its failure, sys.modules before it
     restarts = crashes = failures = peak = fails = 0
-    trial = up = False  # up: connected to the broker
+    trial = up = done = False  # up: connected to the broker; done: the app finished its work
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -34,9 +39,8 @@ class Agent:
         self.state = {"previous": None, "previous_commit": None, "good": None, "bad": [],
                       "last_deploy": None, "branch": None}
         self.buf = bytearray(512)  # the one chunk buffer of every download and copy
-        self.app = App(cfg["main"])
         self.boot_ms = ticks_ms()
-        call("huddle_store", "load", self)  # pointer, state, then cleanup
+        load(self)  # pointer, state, then cleanup
 
     def heap(self):
         # debug: samples live heap use, so a benchmark can report the peak
@@ -51,14 +55,53 @@ class Agent:
         self.report()
 
     def launch(self):
+        # starts the active version's app
         self.trial = self.commit is not None and self.commit != self.state["good"]
         self.started_ms = ticks_ms()
         self.failures = 0
-        self.healthy = None
+        self.healthy = self.error = None
+        self.done = False
         log("starting %s from %s%s" % (self.cfg["main"], self.active,
                                        " (on trial)" if self.trial else ""))
-        self.app.start(join(self.root, self.active))
+        self.path = join(self.root, self.active)
+        self.mods = set(sys.modules)
+        sys.path.insert(0, self.path)
+        gc.collect()  # the app compiles now: give it the biggest free blocks
+        try:
+            r = __import__(self.cfg["main"]).main()
+            if hasattr(r, "send") and hasattr(r, "throw"):
+                self.task = asyncio.create_task(self.guard(r))
+            else:
+                self.done = True
+        except Exception as e:  # the app's own failure, to be reported and counted
+            self.error = "%s at start: %s" % (type(e).__name__, e)
         self.note()
+
+    async def guard(self, coro):
+        try:
+            await coro
+            self.done = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the app crashed: recorded, counted, never kills the agent
+            self.error = "%s: %s" % (type(e).__name__, e)
+
+    async def stop(self):
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # CancelledError or the app's last words: it is stopped
+                pass
+        if self.path in sys.path:
+            sys.path.remove(self.path)
+        if self.mods is not None:
+            for name in list(sys.modules):
+                if name not in self.mods:
+                    del sys.modules[name]
+        self.mods = None
+        self.done = False
 
     async def run(self):
         cfg = self.cfg
@@ -84,7 +127,7 @@ class Agent:
         finally:
             for t in tasks:
                 t.cancel()
-            await self.app.stop()
+            await self.stop()
             c = self.mqtt
             if self.up:
                 try:
@@ -99,12 +142,23 @@ class Agent:
         if c is None or (self.retry_ms is not None
                          and ticks_diff(self.retry_ms, ticks_ms()) > 0):
             return
+        cfg = self.cfg
+        out = {"device": cfg["device"], "state": "online", "ts": int(time.time()),
+               "uptime": ticks_diff(ticks_ms(), self.boot_ms) // 1000, "version": VERSION,
+               "apps": {cfg["main"]: {
+                   "commit": self.commit, "branch": self.state["branch"],
+                   "running": self.task is not None and not self.done and self.error is None,
+                   "healthy": self.healthy, "restarts": self.restarts,
+                   "last_deploy": self.state["last_deploy"], "last_error": self.last_error}}}
+        if cfg["debug"]:
+            self.heap()
+            out["heap_peak"] = self.peak
         try:
             if not self.up:
                 c.connect()
                 log("mqtt: connected to %s:%d" % (c.host, c.port))
                 self.up = True
-            c.publish(self.topic, self.payload(), True, 1)
+            c.publish(self.topic, json.dumps(out), True, 1)
             c.poll()
         except OSError as e:
             self.fails += 1
@@ -118,17 +172,3 @@ class Agent:
             return
         self.fails = 0
         self.retry_ms = None
-
-    def payload(self):
-        app = self.app
-        out = {"device": self.cfg["device"], "state": "online", "ts": int(time.time()),
-               "uptime": ticks_diff(ticks_ms(), self.boot_ms) // 1000, "version": VERSION,
-               "apps": {self.cfg["main"]: {
-                   "commit": self.commit, "branch": self.state["branch"],
-                   "running": app.task is not None and not app.finished and app.error is None,
-                   "healthy": self.healthy, "restarts": self.restarts,
-                   "last_deploy": self.state["last_deploy"], "last_error": self.last_error}}}
-        if self.cfg["debug"]:
-            self.heap()
-            out["heap_peak"] = self.peak
-        return json.dumps(out)

@@ -1,37 +1,53 @@
 # The supervisor: health checks, the trial window, rollback and restarts.
 #
 # `supervise` wakes every health interval (an app that died is noticed then); it counts failed
-# checks after `grace`; a version on trial (not yet good) that fails is rolled back (via
-# huddle_switch, compiled for that moment) and its commit is never installed again; a good
-# version that fails is restarted with capped exponential backoff. The trial ends, and the
-# commit becomes good, after grace + retries x interval. `probe` is the configured check: an
-# HTTP GET whose status must be accepted, or a TCP connect that sends `send` and expects
-# `expect` in the reply; it returns None or a reason.
+# checks after `grace`; a version on trial (not yet good) that fails is rolled back
+# (huddle_store.back) and its commit is never installed again; a good version that fails is
+# restarted with capped exponential backoff. The trial ends, and the commit becomes good, after
+# grace + retries x interval. `probe` is the configured check: an HTTP GET whose status must be
+# accepted, or a TCP connect that sends `send` and expects `expect` in the reply; it returns
+# None or a reason.
 import asyncio
 from random import random
-from huddle_os import ticks_ms, ticks_diff, join, log, write_json, call
+from huddle_os import ticks_ms, ticks_diff, join, log, write_json
+from huddle_store import back
+from huddle_http import get
 
 
 async def supervise(a):
     h = a.cfg["health"]
-    window = h["grace"] + (h["retries"] * h["interval"] if h["type"] != "none" else 0)
+    kind = h["type"]
+    window = h["grace"] + (h["retries"] * h["interval"] if kind != "none" else 0)
     while True:
         await asyncio.sleep(h["interval"])
         if a.started_ms is None:
             continue
         age = ticks_diff(ticks_ms(), a.started_ms) / 1000
-        reason = a.app.error
-        if reason is None and h["type"] != "none" and age >= h["grace"]:
-            reason = await probe(h)
+        why = a.error
+        if why is None and kind != "none" and age >= h["grace"]:
+            why = await probe(h)
             was = a.healthy
-            a.healthy = reason is None
-            a.failures = 0 if reason is None else a.failures + 1
+            a.healthy = why is None
+            a.failures = 0 if why is None else a.failures + 1
             if was != a.healthy:
-                a.note(reason)
+                a.note(why)
             if a.failures < h["retries"]:
-                reason = None
-        if reason:
-            await failed(a, reason)
+                why = None
+        if why:
+            a.note(why)
+            await a.stop()
+            if a.trial:
+                if back(a, why):
+                    a.launch()
+                    continue
+                a.trial = False  # nothing to go back to: keep restarting this one
+            a.crashes += 1
+            a.restarts += 1
+            delay = min(2 ** min(a.crashes, 8), 60) * (0.5 + random() / 2)
+            log("restarting %s in %.1fs" % (a.cfg["main"], delay))
+            a.started_ms = None
+            await asyncio.sleep(delay)
+            a.launch()
         elif age >= window:
             a.crashes = 0
             if a.trial:
@@ -41,31 +57,14 @@ async def supervise(a):
                 log("%s is good" % a.commit)
                 a.note()
 
-
-async def failed(a, reason):
-    a.note(reason)
-    await a.app.stop()
-    if a.trial:
-        if call("huddle_switch", "back", a, reason):
-            a.launch()
-            return
-        a.trial = False  # nothing to go back to: keep restarting this one
-    a.crashes += 1
-    a.restarts += 1
-    delay = min(2 ** min(a.crashes, 8), 60) * (0.5 + random() / 2)
-    log("restarting %s in %.1fs" % (a.cfg["main"], delay))
-    a.started_ms = None
-    await asyncio.sleep(delay)
-    a.launch()
-
-
 async def probe(h):
-    # None when healthy, else the reason
+    # the configured check: None when healthy, else the reason. http: a GET whose status
+    # must be accepted; socket: a connect that sends `send` and expects `expect` back
     t = h["timeout"]
     try:
         if h["type"] == "http":
-            from huddle_http import get
-            resp = await get("http://%s:%d%s" % (h["host"], h["port"], h["path"]), t)
+            resp = await get("http://%s:%d%s" % (h["host"], h["port"],
+                                                            h["path"]), t)
             await resp.close()
             for lo, hi in h["status"]:
                 if lo <= resp.status <= hi:

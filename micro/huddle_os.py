@@ -1,38 +1,50 @@
-# The resident operating-system layer: clock, log and the atomic JSON files.
+# The operating-system layer: clock, log, the atomic JSON files and the few tree operations.
 #
-# MicroPython has no `os.path` and no `time.monotonic`, and CPython has no `time.ticks_ms`; the
-# agent goes through these few helpers so it reads the same on both. Paths are strings joined
-# with "/". `write_json` is the one way anything that matters is written: a temporary file beside
-# the target, flushed (and fsynced where the port can), then renamed over it, so a power cut
-# leaves the old or the new file. `call` runs a function of a transient module (the sync stack,
-# the store): compiled for the moment, then forgotten so its RAM goes back. Only what the steady
-# loop needs lives here; tree operations are in huddle_fs (transient too). Modules are prefixed
-# `huddle_` so an app's own `config.py` or `http.py` can never shadow the agent's.
+# MicroPython has no `os.path`, no `shutil` and no `time.monotonic`, and CPython has no
+# `time.ticks_ms`; the agent goes through these helpers so it reads the same on both. Paths are
+# strings joined with "/". `write_json` is the one way anything that matters is written: a
+# temporary file beside the target, flushed (and fsynced where the port can), then renamed over
+# it, so a power cut leaves the old or the new file. Modules are prefixed `huddle_` so an app's
+# own `config.py` or `http.py` can never shadow the agent's.
 import os
-import sys
 import time
-
-
-def join(a, b):
-    return a + b if a.endswith("/") else a + "/" + b
 
 
 def log(msg):
     print("huddle: " + msg)
 
 
-def call(name, fn, *args):
-    # `fn` of module `name`, compiled now; afterwards every huddle_ module it pulled in is
-    # forgotten (an async fn keeps them alive only until its coroutine finishes)
-    import gc
-    gc.collect()
-    had = list(sys.modules)
+def join(a, b):
+    return a + b if a.endswith("/") else a + "/" + b
+
+
+def stat(path):
+    # os.stat's tuple (mode at 0, size at 6), or None when absent
     try:
-        return getattr(__import__(name), fn)(*args)
-    finally:
-        for k in list(sys.modules):
-            if k not in had and k[:7] == "huddle_":
-                del sys.modules[k]
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def isdir(path):
+    s = stat(path)
+    return s is not None and s[0] & 0x4000 != 0  # S_IFDIR
+
+
+def makedirs(path):
+    if path and not isdir(path):
+        makedirs(path[:path.rfind("/")] if "/" in path else "")
+        os.mkdir(path)
+
+
+def remove(path):
+    # a file or a whole tree; absent is fine
+    if isdir(path):
+        for name in os.listdir(path):
+            remove(path + "/" + name)
+        os.rmdir(path)
+    elif stat(path):
+        os.remove(path)
 
 
 def read_json(path):

@@ -1,68 +1,110 @@
-# Staging a new version in `DIR/.stage/` (sync stack: loaded per update, dropped afterwards).
+# Staging a new version in `DIR/.stage/`, beside the running one.
 #
-# The version is assembled whole beside the running one: a file whose SHA-256 matches the running
-# version's file at the same path is copied locally, every other one is streamed from
-# `blobs/<sha256>` by huddle_blob through the agent's one 512-byte buffer straight into its file,
-# its size and SHA-256 checked as the bytes arrive. Free space is checked before the first byte.
-# Any failure raises with the reason and leaves the running version untouched (the staging
-# leftovers go at the next cleanup); huddle_switch then renames `.stage` and switches.
-import hashlib
+# A file whose SHA-256 matches the running version's file at the same path is copied locally,
+# every other one is streamed from `blobs/<sha256>` through the agent's one 512-byte buffer
+# straight into its file, its size and SHA-256 checked as the bytes arrive. Free space is
+# checked before the first byte. Any failure raises with the reason and leaves the running
+# version untouched (the staging leftovers go at the next cleanup); huddle_store.switch then
+# renames `.stage` and switches.
 import os
-from huddle_fs import parent, makedirs, remove, size_of, hexlify
-from huddle_os import join
-from huddle_blob import fetch
-
-SPARE = 4096  # bytes of headroom kept free on flash (directory entries, the pointer)
-
-
-def _hash_file(path, buf, out):
-    # SHA-256 hex of a file, copied to the open file `out` on the way
-    h = hashlib.sha256()
-    mv = memoryview(buf)
-    with open(path, "rb") as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                return hexlify(h.digest())
-            h.update(mv[:n])
-            out.write(mv[:n])
+from binascii import hexlify
+from hashlib import sha256
+from huddle_http import get
+from huddle_os import join, stat, makedirs, remove
 
 
 async def stage(a, tmp, total):
     # fills DIR/.stage from the checked manifest copy `tmp`; -> (downloaded, copied)
     root = a.root
     st = os.statvfs(root)
-    free = st[1] * st[4]  # f_frsize * f_bavail
-    if free < total + SPARE:
-        raise OSError("not enough space: %d bytes needed, %d free" % (total + SPARE, free))
-    stage = join(root, ".stage")
-    remove(stage)
-    makedirs(stage)
+    free = st[1] * st[4]  # f_frsize * f_bavail; 4 KB spare for directory entries, pointer
+    if free < total + 4096:
+        raise OSError("not enough space: %d bytes needed, %d free" % (total + 4096, free))
+    top = join(root, ".stage")
+    remove(top)
+    makedirs(top)
     running = join(root, a.active) if a.active else None
     url = a.cfg["manifest"]
-    blobs = url[:url.rfind("/") + 1] + "blobs/"
-    fetched = copied = 0
+    url = url[:url.rfind("/") + 1] + "blobs/"
+    got = copied = 0
+    buf = a.buf
+    mv = memoryview(buf)
     with open(tmp, "rb") as f:
         while True:
             line = f.readline()
             if not line:
                 break
-            if not line.startswith(b"file "):
+            if line[:5] != b"file ":
                 continue
-            _, sha, size, rel = line[:-1].decode().split(" ", 3)
-            size = int(size)
-            dest = join(stage, rel)
-            if size_of(dest) >= 0:
+            sha = line[5:69]
+            line = line[70:-1].decode()
+            i = line.find(" ")
+            size, rel = int(line[:i]), line[i + 1:]
+            dest = join(top, rel)
+            if stat(dest):
                 raise OSError("manifest lists %s twice" % rel)
-            makedirs(parent(dest))
+            makedirs(dest[:dest.rfind("/")])
             old = join(running, rel) if running else None
-            if old and size_of(old) == size:
-                with open(dest, "wb") as out:
-                    same = _hash_file(old, a.buf, out) == sha
-                if same:
+            s = stat(old) if old else None
+            if s and s[6] == size:  # maybe unchanged: copy it, hashing on the way
+                h = sha256()
+                with open(old, "rb") as src, open(dest, "wb") as out:
+                    while True:
+                        n = src.readinto(buf)
+                        if not n:
+                            break
+                        h.update(mv[:n])
+                        out.write(mv[:n])
+                if hexlify(h.digest()) == sha:
                     copied += 1
                     continue
-            await fetch(a, blobs + sha, dest, size, sha)
-            fetched += 1
+            await fetch(a, url + sha.decode(), dest, size, sha)
+            got += 1
     remove(tmp)
-    return fetched, copied
+    return got, copied
+
+
+async def fetch(a, url, dest, size, sha):
+    # one blob into its file through the agent's buffer (a memoryview: no allocation per
+    # chunk on MicroPython, whose streams have `readinto`), checked as it arrives
+    resp = await get(url, a.cfg["timeout"])
+    try:
+        if resp.status != 200:
+            raise OSError("HTTP %d for %s" % (resp.status, url))
+        if resp.length is not None and resp.length != size:
+            raise OSError("%s: server sends %d bytes, manifest says %d"
+                          % (url, resp.length, size))
+        resp.due(size)
+        h = sha256()
+        mv = memoryview(a.buf)
+        got = 0
+        r = resp.r
+        with open(dest, "wb") as f:
+            while True:
+                n = len(resp.pending)
+                if n:  # what came in with the headers
+                    n = min(n, len(mv))
+                    mv[:n] = resp.pending[:n]
+                    resp.pending = resp.pending[n:]
+                elif hasattr(r, "readinto"):  # MicroPython
+                    resp.due()
+                    n = await resp.step(r.readinto(mv)) or 0
+                else:
+                    resp.due()
+                    data = await resp.step(r.read(len(mv)))
+                    n = len(data)
+                    mv[:n] = data
+                if not n:
+                    break
+                got += n
+                if got > size:
+                    raise OSError("%s: more than the %d bytes announced" % (url, size))
+                h.update(mv[:n])
+                f.write(mv[:n])
+                a.heap()
+        if got != size:
+            raise OSError("%s: truncated at %d of %d bytes" % (url, got, size))
+        if hexlify(h.digest()) != sha:
+            raise OSError("%s: SHA-256 mismatch" % url)
+    finally:
+        await resp.close()

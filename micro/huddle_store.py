@@ -1,5 +1,5 @@
 # The versions on flash, and the one pointer that says which of them runs: reading them at
-# start, and cleaning up (loaded for that, and by huddle_switch, then dropped).
+# start, switching to a staged version or back to the previous one, and cleaning up.
 #
 # Layout under the config's `dir`:
 #     huddle.json      {"commit": SHA, "active": NAME}: the pointer, only ever replaced by a
@@ -10,13 +10,13 @@
 #     .stage/          the version being downloaded (renamed to v-... once complete)
 #     .manifest.tmp    the manifest being fetched; *.tmp are half-written files
 # The functions work on the agent `a`: its `root`, `commit`, `active` and `state` (dict) are all
-# the steady loop keeps of this. `state.json` is written before the pointer, so a kill between
-# the two leaves the old pointer and a harmless state. `cleanup` runs at start and after every
-# switch (huddle_switch): it removes the staging area, temporaries and every `v-*` directory
-# other than the active and the previous one, and never touches names it does not own.
+# the agent keeps of this. `state.json` is written before the pointer, so a kill between the
+# two leaves the old pointer and a harmless state; the pointer's rename is the switch.
+# `cleanup` runs at start and after every switch: it removes the staging area, temporaries and
+# every `v-*` directory other than the active and the previous one, and never touches names it
+# does not own.
 import os
-from huddle_os import join, read_json, log
-from huddle_fs import isdir, makedirs, remove
+from huddle_os import join, log, read_json, write_json, isdir, makedirs, remove
 
 
 def load(a):
@@ -42,3 +42,45 @@ def cleanup(a):
         if name not in keep and (name[:2] == "v-" or name == ".stage" or name[-4:] == ".tmp"):
             log("cleanup: removing leftover " + name)
             remove(join(a.root, name))
+
+
+def point(a, commit, name):
+    # state first, then the pointer (the switch), then what is no longer needed goes
+    write_json(join(a.root, "state.json"), a.state)
+    write_json(join(a.root, "huddle.json"), {"commit": commit, "active": name})
+    a.commit, a.active = commit, name
+    cleanup(a)
+
+
+def switch(a, commit, branch, ts):
+    # makes the staged version the active one: a rename, then the pointer
+    name = "v-" + commit[:12]
+    if name == a.active:
+        raise OSError("version directory %s is already active" % name)
+    target = join(a.root, name)
+    remove(target)
+    os.rename(join(a.root, ".stage"), target)
+    s = a.state
+    s["branch"] = branch
+    if a.active:
+        s["previous"], s["previous_commit"] = a.active, a.commit
+    s["last_deploy"] = ts
+    point(a, commit, name)
+
+
+def back(a, why):
+    # points back at the previous version and remembers the active commit as bad (the last
+    # 16); False when there is nothing to go back to (the bad commit stays active)
+    s = a.state
+    bad = a.commit
+    if bad and bad not in s["bad"]:
+        s["bad"] = (s["bad"] + [bad])[-16:]
+    log("rolling back %s: %s" % (bad, why))
+    if not s["previous"]:
+        write_json(join(a.root, "state.json"), s)
+        return False
+    prev, commit = s["previous"], s["previous_commit"]
+    s["previous"] = s["previous_commit"] = None
+    s["good"] = commit  # the version it ran before is the last good one
+    point(a, commit, prev)
+    return True

@@ -6,8 +6,7 @@
 # is still in place), 3 when the published commit was rolled back before (the device stays on
 # its version); 2 means the config is invalid. Without `--once` the agent runs until killed,
 # and Ctrl-C publishes the offline status and exits 0. Memory: the config checker is compiled,
-# used and forgotten first; then the resident modules are compiled biggest first (the MQTT
-# client, then the agent), while the heap is still empty and unfragmented.
+# used and forgotten first; then every other module is compiled once and kept.
 import sys
 
 
@@ -30,11 +29,11 @@ def main(argv):
         del huddle_config
         gc.collect()
     once = "--once" in argv
-    names = ["huddle_agent", "huddle_http", "huddle_poll"]  # biggest first
-    if not once:
-        names.insert(2, "huddle_health")
-        if cfg["mqtt"]:
-            names.insert(0, "mqtt")
+    # every agent module is compiled now, biggest first, while the heap is still empty and
+    # unfragmented, and kept: later only the app is compiled
+    names = ["mqtt"] if cfg["mqtt"] and not once else []  # each with what it imports
+    names += ["huddle_agent", "huddle_poll"] if once else \
+        ["huddle_agent", "huddle_poll", "huddle_health"]
     for name in names:
         __import__(name)
         gc.collect()

@@ -7,31 +7,15 @@
 # parser after setblocking(False)) plus what an agent that must never hang needs: every network
 # step is bounded by timeout_s, a dead connection (EOF, reset, a PINGREQ left unanswered) is an
 # OSError, a refusal is an MQTTError carrying the CONNACK code, and any error closes the
-# connection (connect() again starts afresh). Retries and their backoff are the caller's. This
-# module is the session; mqtt_wire.py is the byte level beneath it, and mqtt_connect.py opens a
-# session and mqtt_url.py parses URLs (each compiled only while it is needed: the resident client
-# stays small). Notes are comments, not docstrings: the agent compiles this from source in 48 KB.
-import socket  # noqa: F401  (mqtt_connect's socket factory: tests replace it here)
-
-from mqtt_wire import MQTTError, Wire, _late, const, ticks_diff, ticks_ms  # noqa: F401
+# connection (connect() again starts afresh). Retries and their backoff are the caller's.
+# This module is the session; mqtt_wire.py is the byte level beneath it (and parses URLs).
+# Memory: the agent compiles both from source once, at boot, and keeps them: every function
+# object and every name costs heap for good, so methods are few and notes are comments.
+import socket  # noqa: F401  (connect's socket factory: tests replace it here)
+from errno import ECONNABORTED
+from mqtt_wire import MQTTError, Wire, _late, const, parse_url, ticks_diff, ticks_ms  # noqa: F401
 
 _MAX_LEN = const(268435455)  # the largest remaining length (four varint bytes)
-
-
-def _transient(name, *args):
-    # the function `name` of the module `name`, compiled for the moment and forgotten after
-    import gc
-    import sys
-    gc.collect()
-    try:
-        return getattr(__import__("mqtt_" + name), name)(*args)
-    finally:
-        sys.modules.pop("mqtt_" + name, None)
-
-
-def parse_url(url):
-    # mqtt[s]://[user[:password]@]host[:port][/] -> (host, port, user, password, tls)
-    return _transient("url", url)
 
 
 def _b(s):
@@ -44,6 +28,9 @@ def _field(s):
 
 
 class MQTTClient(Wire):
+    _will = None
+    _pid = 0
+
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=60, ssl=False, timeout_s=5):
         self.client_id = _b(client_id)
@@ -54,8 +41,7 @@ class MQTTClient(Wire):
         self.keepalive = keepalive
         self.ssl = ssl  # False, True (a default context) or an object with wrap_socket()
         self.timeout_s = timeout_s
-        self._will = None
-        self._pid = 0
+        self._mv = memoryview(bytearray(64))  # every incoming header, ack and drained byte
 
     def set_last_will(self, topic, msg, retain=True, qos=1):
         if qos not in (0, 1):
@@ -63,8 +49,55 @@ class MQTTClient(Wire):
         self._will = (_b(topic), _b(msg), 1 if retain else 0, qos)
 
     def connect(self):
-        # CONNECT, then wait for CONNACK; returns the session-present flag
-        return _transient("connect", self)
+        # CONNECT on a new socket, then wait for CONNACK; returns the session-present flag
+        self.close()
+        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        s = self._sock = socket.socket(ai[0], ai[1], ai[2])
+        try:
+            s.settimeout(self.timeout_s)
+            s.connect(ai[-1])
+            try:  # TCP_NODELAY: with Nagle a payload written after its header would wait
+                s.setsockopt(6, 1, 1)  # for a delayed ACK (40 ms per publish)
+            except (OSError, ValueError, TypeError):  # ports without it are only slower
+                pass
+            ctx = self.ssl
+            if ctx:
+                import ssl
+                if ctx is True:
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    if hasattr(ctx, "load_default_certs"):  # CPython: the system CAs
+                        ctx.load_default_certs()
+                    else:  # a board has no CA store: encrypted, but the broker is
+                        ctx.verify_mode = ssl.CERT_NONE  # checked only with a passed context
+                self._wantread = getattr(ssl, "SSLWantReadError", ())
+                try:
+                    s = ctx.wrap_socket(s, server_hostname=self.host)
+                except ValueError as e:  # MicroPython's way of rejecting a certificate
+                    raise OSError(ECONNABORTED, "TLS handshake failed: %s" % e)
+            self._io = s
+            self._ctl = s if hasattr(s, "settimeout") else self._sock  # MicroPython TLS: raw
+            self._rd = getattr(s, "readinto", None) or s.recv_into  # MicroPython / CPython
+            self._wr = getattr(s, "write", None) or s.send
+            self._ping_at = None
+            ka, will, user, pw = self.keepalive, self._will, self.user, self.password
+            flags = 2 | (user is not None) << 7 | (pw is not None) << 6  # 2: clean session
+            if will:
+                flags |= 4 | will[3] << 3 | will[2] << 5
+            # protocol level 4: MQTT 3.1.1
+            body = b"\0\4MQTT" + bytes((4, flags, ka >> 8, ka & 0xFF)) + _field(self.client_id)
+            for f in (will[:2] if will else ()) + (user, pw):
+                if f is not None:
+                    body += _field(f)
+            self._send(0x10, body)  # CONNECT
+            t0 = ticks_ms()
+            while self._recv(True) != 0x20:  # CONNACK; nothing else may come first: lenient
+                _late(t0, "CONNACK", self.timeout_s)
+            if self._acked & 0xFF:
+                raise MQTTError(self._acked & 0xFF, "connection refused")
+            return bool(self._acked & 0x100)  # session present
+        except BaseException:
+            self.close()
+            raise
 
     def publish(self, topic, msg, retain=False, qos=0):
         # QoS 1 waits up to timeout_s for the PUBACK carrying this packet id

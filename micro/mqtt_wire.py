@@ -1,13 +1,14 @@
-# The byte level of the device's MQTT client (see mqtt.py): framing and bounded socket I/O.
+# The byte level of the device's MQTT client (see mqtt.py): framing and bounded socket I/O,
+# and broker URLs.
 #
 # `Wire` owns the socket (plain or TLS) and one 64-byte buffer, reused for every incoming
-# packet header, ack and drained byte. `_io` is the one loop for reads and writes: each call
+# packet header, ack and drained byte. `_rw` is the one loop for reads and writes: each call
 # is bounded by the socket timeout and all of it by timeout_s, so a peer that trickles bytes
 # cannot hold us either. The session's methods close the connection on any error, so
 # connect() starts afresh. It is apart from mqtt.py (the session) because MicroPython compiles
-# a module from source in one piece: two halves peak lower than one whole. Notes are comments,
-# not docstrings (a docstring costs heap while its module compiles), and names are few and
-# short: every identifier is interned for good when a module is compiled from source.
+# a module from source in one piece, needing about 150 bytes of heap per line for a moment:
+# two halves peak lower than one whole. Notes are comments, not docstrings, and names are few:
+# every identifier is interned for good when a module is compiled from source.
 from errno import EAGAIN, ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
 
 try:
@@ -26,7 +27,7 @@ except ImportError:  # CPython
     def ticks_diff(a, b):
         return a - b
 
-_BUF = const(64)
+_MAX_LEN = const(268435455)  # the largest remaining length (four varint bytes)
 
 
 class MQTTError(OSError):
@@ -43,19 +44,50 @@ def _late(t0, what, timeout_s):
         raise OSError(ETIMEDOUT, "MQTT %s timed out" % what)
 
 
+def parse_url(url):
+    # mqtt[s]://[user[:password]@]host[:port][/] -> (host, port, user, password, tls);
+    # %XX escapes in the user and password; ValueError when it is not such a URL
+    tls = url.startswith("mqtts://")
+    if not tls and not url.startswith("mqtt://"):
+        raise ValueError("not an mqtt:// or mqtts:// URL")
+    rest = url[8 if tls else 7:]
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    cred = [None, None]
+    at = rest.rfind("@")
+    if at >= 0:
+        for i, s in enumerate(rest[:at].split(":", 1)):
+            s = s.split("%")
+            out = bytearray(s[0].encode())
+            for p in s[1:]:  # a bad escape is a ValueError from int()
+                out.append(int(p[:2], 16))
+                out.extend(p[2:].encode())
+            cred[i] = out.decode()
+        rest = rest[at + 1:]
+    port = 8883 if tls else 1883
+    i = rest.rfind(":")
+    if i > rest.rfind("]"):  # a port, not a colon inside an [IPv6] literal
+        rest, port = rest[:i], int(rest[i + 1:])
+    host = rest[1:-1] if rest[:1] == "[" else rest
+    if not host or not 0 < port < 65536 or [c for c in "/?#@[] " if c in host]:
+        raise ValueError("bad host or port in MQTT URL")
+    return host, port, cred[0], cred[1], tls
+
+
 class Wire:
-    _io = _sock = _ping_at = None
+    _io = _sock = _ping_at = None  # _io: the socket or its TLS wrapper
     _wantread = ()  # CPython's TLS "nothing to read yet" error class, once TLS is used
     _acked = _sent = 0  # _acked: the last CONNACK/PUBACK's two bytes; _sent: ticks of a write
 
-    def _attach(self, s):
-        # s: the connected socket, or its TLS wrapper (then self._sock is the raw one)
-        self._io = s
-        self._ctl = s if hasattr(s, "settimeout") else self._sock  # MicroPython TLS: raw
-        self._rd = getattr(s, "readinto", None) or s.recv_into  # MicroPython / CPython
-        self._wr = getattr(s, "write", None) or s.send
-        self._mv = memoryview(bytearray(_BUF))
-        self._ping_at = None
+    def close(self):
+        # close without DISCONNECT: the broker publishes the will
+        io, sock, self._io, self._sock = self._io, self._sock, None, None
+        for s in (io, sock):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:  # already dead; closing was all we wanted
+                    pass
 
     def _ready(self):
         if self._io is None:
@@ -63,7 +95,8 @@ class Wire:
 
     def _rw(self, data, n=0):
         # writes `data` (n == 0), or reads exactly n bytes into the buffer and returns the
-        # first; EOF is a dead connection
+        # first; each call is bounded by the socket timeout and all of it by timeout_s, so a
+        # peer that trickles bytes cannot hold us either; EOF is a dead connection
         t0 = ticks_ms()
         mv = self._mv[:n] if n else memoryview(data)
         while len(mv):
@@ -126,17 +159,7 @@ class Wire:
             self._acked = self._rw(0, 1) << 8 | self._rw(0, 1)
         else:
             while n:  # we never subscribed: drop whatever this is
-                k = min(n, _BUF)
+                k = min(n, 64)
                 self._rw(0, k)
                 n -= k
         return kind
-
-    def close(self):
-        # close without DISCONNECT: the broker publishes the will
-        io, sock, self._io, self._sock = self._io, self._sock, None, None
-        for s in (io, sock):
-            if s is not None:
-                try:
-                    s.close()
-                except OSError:  # already dead; closing was all we wanted
-                    pass

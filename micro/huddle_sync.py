@@ -1,0 +1,101 @@
+# Reading a published manifest: its head, then the rest as a stream.
+#
+# `head` reads only the manifest's first two lines, so "is the commit unchanged?" costs one
+# request. For a new commit `manifest` goes on with the same open response, never holding the
+# manifest whole in RAM: every record is checked (each line bounded, the file bounded in lines
+# and bytes, so a manifest that never ends is cut off; paths are relative, use "/", and have no
+# empty, "." or ".." segment, no backslash and no control character, so no record can write
+# outside the staging directory), the HMAC (HMAC-SHA256: MicroPython has no `hmac`) is computed
+# over every byte before the `hmac` line as it goes, and the lines are copied to a file on flash
+# for huddle_stage. An unverified "same commit" stops at `head` and can only make the device do
+# nothing; anything that would be installed is verified first.
+from binascii import hexlify
+from hashlib import sha256
+from huddle_http import get, MAX_MANIFEST
+
+HEX = b"0123456789abcdef"
+
+
+async def head(url, timeout_s):
+    # (open response, commit) after the manifest's first two lines, which are checked
+    resp = await get(url, timeout_s)
+    try:
+        if resp.status != 200:
+            raise OSError("HTTP %d for %s" % (resp.status, url))
+        if (resp.length or 0) > MAX_MANIFEST:
+            raise ValueError("manifest too long")
+        resp.due(resp.length or MAX_MANIFEST)
+        line = await resp.readline()
+        if line != b"huddle-manifest 1":
+            raise ValueError("not a huddle manifest (first line %r)" % (line or b"")[:40])
+        line = await resp.readline() or b""
+        if line[:7] != b"commit " or len(line) not in (47, 71) or line[7:].strip(HEX):
+            raise ValueError("bad commit line %r" % line[:80])
+        return resp, line[7:].decode()
+    except BaseException:
+        await resp.close()
+        raise
+
+
+async def manifest(resp, key, commit, dest):
+    # the rest of the manifest, checked, copied to `dest`; -> (branch, total bytes of files)
+    mac = None
+    if key:
+        k = key.encode()
+        if len(k) > 64:
+            k = sha256(k).digest()
+        k += bytes(64 - len(k))
+        mac = sha256(bytes(b ^ 0x36 for b in k)), sha256(bytes(b ^ 0x5C for b in k))
+    line = b"huddle-manifest 1\ncommit " + commit.encode() + b"\n"
+    branch = sig = None
+    n, total, size = 2, 0, len(line)
+    with open(dest, "wb") as out:
+        while True:
+            if mac:
+                mac[0].update(line)
+            out.write(line)
+            line = await resp.readline()
+            if line is None:
+                break
+            n += 1
+            size += len(line) + 1
+            if size > MAX_MANIFEST or n > 2004:
+                raise ValueError("manifest too long (over %d bytes or 2000 files)"
+                                 % MAX_MANIFEST)
+            if sig is not None:
+                raise ValueError("data after the hmac line")
+            if line[:5] == b"hmac ":
+                sig = line[5:]
+                line = b""
+                continue
+            if n == 3:
+                if line[:7] != b"branch ":
+                    raise ValueError("bad branch line %r" % line[:80])
+                branch = line[7:].decode()
+            else:
+                p = line.split(b" ", 3)
+                if len(p) != 4 or p[0] != b"file" or len(p[1]) != 64 or p[1].strip(HEX) \
+                        or not p[2].isdigit():
+                    raise ValueError("bad file record %r" % line[:80])
+                total += int(p[2])
+                try:
+                    p = p[3].decode()
+                except UnicodeError:
+                    raise ValueError("file name is not UTF-8")
+                if not p or p[0] == "/" or "\\" in p or [c for c in p if c < " "] or \
+                        [s for s in p.split("/") if s in ("", ".", "..")]:
+                    raise ValueError("unsafe path %r" % p)
+            line += b"\n"
+    if n < 3:
+        raise ValueError("manifest truncated after %d lines" % n)
+    if mac:
+        if sig is None:
+            raise ValueError("manifest is not signed (no hmac line) but a key is configured")
+        mac[1].update(mac[0].digest())
+        good = hexlify(mac[1].digest())
+        diff = len(good) != len(sig)
+        for x, y in zip(good, sig):  # no early exit at the first difference
+            diff |= x ^ y
+        if diff:
+            raise ValueError("manifest hmac does not match the configured key")
+    return branch, total
