@@ -12,8 +12,7 @@ from huddle_os import ticks_ms, ticks_add, ticks_diff
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    from huddle_cpy import const
 
 MAX_LINE = const(1024)
 MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off

@@ -7,7 +7,10 @@
 # it, so a power cut leaves the old or the new file. Modules are prefixed `huddle_` so an app's
 # own `config.py` or `http.py` can never shadow the agent's.
 import os
-import time
+try:
+    from time import ticks_ms, ticks_diff, ticks_add
+except ImportError:  # CPython
+    from huddle_cpy import ticks_ms, ticks_diff, ticks_add
 
 
 def log(msg):
@@ -72,18 +75,3 @@ def write_json(path, obj):
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-if hasattr(time, "ticks_ms"):
-    ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
-    ticks_add = time.ticks_add
-else:
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, b):
-        return a + b

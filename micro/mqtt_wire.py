@@ -13,19 +13,9 @@ from errno import EAGAIN, ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-try:
     from time import ticks_diff, ticks_ms
 except ImportError:  # CPython
-    from time import monotonic
-
-    def ticks_ms():
-        return int(monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+    from huddle_cpy import const, ticks_diff, ticks_ms
 
 _MAX_LEN = const(268435455)  # the largest remaining length (four varint bytes)
 
