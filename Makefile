@@ -27,8 +27,19 @@ demo: setup
 test: setup services
 	$(BIN)/python -m pytest -q tests
 
-bench: setup services
-	$(BIN)/python bench/run.py
+# The benchmarks' own peer, ansible-core (ansible-pull), lives in a venv of its own: it is not
+# a dependency of huddle. BENCH_ARGS passes options to bench/run.py (e.g. --skip fleet).
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP):
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q ansible-core
+	touch $(BENCH_STAMP)
+
+bench: setup services $(BENCH_STAMP)
+	ANSIBLE_PULL=$(abspath $(BENCH_VENV))/bin/ansible-pull $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

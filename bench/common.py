@@ -336,11 +336,12 @@ def write_config(config_dir: Path, name: str, *, url: str, local_path: Path, sta
 class Agent:
     """`huddle run CONFIG_DIR --state-dir STATE` as a child process (counting wrapper)."""
 
-    def __init__(self, config_dir: Path, state_dir: Path, log_path: Path) -> None:
+    def __init__(self, config_dir: Path, state_dir: Path, log_path: Path,
+                 extra_env: Optional[dict] = None) -> None:
         self.state_dir = state_dir
         self.count_file = state_dir.parent / f"{state_dir.name}.counts.json"
         self.log = open(log_path, "ab")
-        env = dict(os.environ, BENCH_COUNT_FILE=str(self.count_file))
+        env = dict(os.environ, BENCH_COUNT_FILE=str(self.count_file), **(extra_env or {}))
         env.pop("HUDDLE_MQTT", None)
         self.proc = subprocess.Popen(
             [PYTHON, "-c", COUNTING_AGENT, "run", str(config_dir), "--state-dir",
@@ -437,3 +438,254 @@ def kill_tagged_leftovers(root: Path) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
             except OSError:
                 pass  # already gone
+
+
+# -- process trees (peers that fork: ansible-pull, git helpers) -------------------------------
+
+def children_map() -> dict:
+    """ppid -> [pid] for every live process (one /proc scan)."""
+    kids: dict = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue  # exited during the scan
+        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""  # gone
+
+
+def tree_pids(root_pid: int, skip: Callable[[int], bool] = lambda pid: False) -> list:
+    """root_pid and its descendants, leaving out (with their subtrees) those skip() names."""
+    kids = children_map()
+    out, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        if pid != root_pid and skip(pid):
+            continue
+        out.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return out
+
+
+def tree_rss_kb(root_pid: int, skip: Callable[[int], bool] = lambda pid: False) -> int:
+    return sum(rss_kb(pid) or 0 for pid in tree_pids(root_pid, skip))
+
+
+class TreePeak:
+    """Samples the summed VmRSS of a process tree every step_s in a thread; `peak_kb` is the
+    largest sum seen, `samples` how many were taken. Short-lived children (a git call lasts a
+    few ms) are caught only when a sample lands on them: for forking peers whose children live
+    for seconds (ansible-pull) the sum is what matters."""
+
+    def __init__(self, root_pid: int, skip: Callable[[int], bool] = lambda pid: False,
+                 step_s: float = 0.02) -> None:
+        import threading
+        self.root_pid, self.skip, self.step_s = root_pid, skip, step_s
+        self.peak_kb = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            kb = tree_rss_kb(self.root_pid, self.skip)
+            self.peak_kb = max(self.peak_kb, kb)
+            self.samples += 1
+            self._stop.wait(self.step_s)
+
+    def __enter__(self) -> "TreePeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def skip_app(marker: str = "server.py") -> Callable[[int], bool]:
+    """skip() for tree sampling: the deployed app (and its children) is not the peer."""
+    return lambda pid: marker in cmdline(pid)
+
+
+# -- git servers on loopback (the fixtures of tests/gitutil.py, run as separate processes so
+#    their CPU never lands in the measuring process) --------------------------------------------
+
+SMART_HTTP_SERVER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from tests.gitutil import SmartHTTP
+server = SmartHTTP(sys.argv[1])
+print(server.port, flush=True)
+try:
+    sys.stdin.read()        # until the benchmark closes our stdin
+finally:
+    server.stop()
+"""
+
+
+class GitServers:
+    """`git daemon` (git://) and smart HTTP (git http-backend) exporting the bare repos under
+    base, both on loopback, each its own process; `url(kind, name)` for kind in
+    file / git / http."""
+
+    def __init__(self, base: Path) -> None:
+        sys.path.insert(0, str(REPO_ROOT))
+        from tests.gitutil import GitDaemon
+        self.base = Path(base)
+        self.daemon = GitDaemon(self.base).start()
+        self.http = subprocess.Popen([PYTHON, "-c", SMART_HTTP_SERVER, str(self.base),
+                                      str(REPO_ROOT)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.http_port = int(self.http.stdout.readline())
+
+    def url(self, kind: str, name: str) -> str:
+        if kind == "file":
+            return (self.base / name).as_uri()
+        if kind == "git":
+            return self.daemon.url(name)
+        if kind == "http":
+            return f"http://127.0.0.1:{self.http_port}/{name}"
+        raise ValueError(kind)
+
+    def server_pid(self, kind: str) -> Optional[int]:
+        return {"git": self.daemon.proc.pid if self.daemon.proc else None,
+                "http": self.http.pid}.get(kind)
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        if self.http.poll() is None:
+            self.http.stdin.close()
+            try:
+                self.http.wait(10)
+            except subprocess.TimeoutExpired:
+                self.http.kill()
+                self.http.wait()
+
+
+def total_cpu_s(pid: int) -> float:
+    """A process's own CPU plus its reaped children's (e.g. git daemon and its upload-packs)."""
+    own, kids = cpu_s(pid)
+    return own + kids
+
+
+# -- ansible-pull, the configuration-management peer --------------------------------------------
+
+ANSIBLE_PLAYBOOK = """\
+# Restart the app from the checkout ansible-pull just updated (run only when it changed).
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: restart the app
+      ansible.builtin.shell: |
+        if [ -s {pidfile} ]; then
+          old=$(cat {pidfile})
+          kill -TERM -- -$old 2>/dev/null
+          for i in $(seq 100); do kill -0 $old 2>/dev/null || break; sleep 0.05; done
+        fi
+        setsid {start} >> {log} 2>&1 < /dev/null &
+        echo $! > {pidfile}
+      args:
+        chdir: "{checkout}"
+        executable: /bin/bash       # dash's kill cannot signal a process group
+"""
+
+# One ansible-pull per round, then the interval; SIGTERM stops the loop and the app.
+ANSIBLE_LOOP = """\
+trap 'kill $child 2>/dev/null; wait; [ -s "$PIDFILE" ] && kill -TERM -- -$(cat "$PIDFILE"); \
+exit 0' TERM INT
+while true; do
+    "$ANSIBLE_PULL" -U "$URL" -C "$BRANCH" -d "$CHECKOUT" -i "$INVENTORY" --only-if-changed \
+        "$PLAYBOOK" >> "$LOG" 2>&1 &
+    child=$!; wait $child
+    : > "$ROUNDS/$(date +%s%N)"
+    sleep "$INTERVAL" & child=$!; wait $child
+done
+"""
+
+
+def find_ansible_pull() -> Optional[str]:
+    """ansible-pull of the bench's own venv (made by `make bench`), else $ANSIBLE_PULL or PATH."""
+    import shutil
+    for candidate in (os.environ.get("ANSIBLE_PULL"),
+                      str(REPO_ROOT / ".venv-bench" / "bin" / "ansible-pull"),
+                      shutil.which("ansible-pull")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class AnsiblePeer:
+    """`ansible-pull -U URL -C BRANCH -d CHECKOUT --only-if-changed PLAYBOOK` in a bash loop
+    with `interval_s` between runs; the playbook (outside the repo) restarts the app from the
+    checkout. Inventory: localhost with ansible_connection=local and the bench venv's python."""
+
+    def __init__(self, ansible_pull: str, url: str, branch: str, start: str, work: Path,
+                 interval_s: float = 1.0) -> None:
+        self.ansible_pull = ansible_pull
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        self.checkout = work / "checkout"
+        self.pidfile = work / "app.pid"
+        self.rounds = work / "rounds"
+        self.rounds.mkdir(exist_ok=True)
+        self.inventory = work / "inventory"
+        python = Path(ansible_pull).parent / "python"
+        self.inventory.write_text(f"localhost ansible_connection=local "
+                                  f"ansible_python_interpreter={python}\n")
+        self.playbook = work / "restart.yml"
+        self.playbook.write_text(ANSIBLE_PLAYBOOK.format(
+            pidfile=self.pidfile, start=start, log=work / "app.log", checkout=self.checkout))
+        self.env = dict(GIT_ENV, ANSIBLE_HOME=str(work / "ansible-home"),
+                        ANSIBLE_LOCAL_TEMP=str(work / "ansible-tmp"), ANSIBLE_NOCOLOR="1",
+                        ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
+                        LC_ALL="C.UTF-8", ANSIBLE_PULL=ansible_pull, URL=url, BRANCH=branch,
+                        CHECKOUT=str(self.checkout), INVENTORY=str(self.inventory),
+                        PLAYBOOK=str(self.playbook), LOG=str(work / "ansible.log"),
+                        ROUNDS=str(self.rounds), PIDFILE=str(self.pidfile),
+                        INTERVAL=f"{interval_s:g}")
+        self.proc: Optional[subprocess.Popen] = None
+
+    def pull_argv(self) -> list:
+        return [self.ansible_pull, "-U", self.env["URL"], "-C", self.env["BRANCH"], "-d",
+                str(self.checkout), "-i", str(self.inventory), "--only-if-changed",
+                str(self.playbook)]
+
+    def pull_once(self) -> subprocess.CompletedProcess:
+        """One ansible-pull run in the foreground (the loop must not be running)."""
+        return subprocess.run(self.pull_argv(), env=self.env, capture_output=True, text=True,
+                              timeout=300)
+
+    def start(self) -> "AnsiblePeer":
+        self.proc = subprocess.Popen(["bash", "-c", ANSIBLE_LOOP], env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        return self
+
+    def rounds_done(self) -> int:
+        return len(os.listdir(self.rounds))
+
+    def stop(self, timeout_s: float = 60) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.pidfile.exists():
+            try:
+                os.killpg(int(self.pidfile.read_text().split()[0]), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass  # the app is gone already
