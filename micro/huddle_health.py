@@ -11,7 +11,7 @@ import asyncio
 from random import random
 from huddle_os import ticks_ms, ticks_diff, join, log, write_json
 from huddle_store import back
-from huddle_http import get
+from huddle_http import get, Response
 
 
 async def supervise(a):
@@ -63,34 +63,26 @@ async def probe(h):
     t = h["timeout"]
     try:
         if h["type"] == "http":
-            resp = await get("http://%s:%d%s" % (h["host"], h["port"],
-                                                            h["path"]), t)
-            await resp.close()
+            resp = await get("http://%s:%d%s" % (h["host"], h["port"], h["path"]), t)
+            resp.close()
             for lo, hi in h["status"]:
                 if lo <= resp.status <= hi:
                     return None
             return "health: HTTP %d from %s" % (resp.status, h["path"])
         if h["type"] == "socket":
-            r, w = await asyncio.wait_for(asyncio.open_connection(h["host"], h["port"]), t)
+            c = Response(h["host"], h["port"], t)
             try:
-                # a bare connect writes b"": on MicroPython a refused connect shows at I/O
-                w.write((h["send"] or "").encode())
-                await asyncio.wait_for(w.drain(), t)
+                await c.send((h["send"] or "").encode())
                 want = (h["expect"] or "").encode()
-                got = b""
-                while want not in got and len(got) < 1024:
-                    data = await asyncio.wait_for(r.read(256), t)
+                while want not in c.pending and len(c.pending) < 1024:
+                    data = await c.step(c.r, 256)
                     if not data:
                         break
-                    got += data
-                if want not in got:
+                    c.pending += data
+                if want not in c.pending:
                     return "health: %r not received" % h["expect"]
             finally:
-                w.close()
-                try:
-                    await asyncio.wait_for(w.wait_closed(), t)
-                except Exception:  # best effort close of a probe socket
-                    pass
+                c.close()
     except Exception as e:  # any failure of the probe is a failed check, with its reason
         return "health: %s: %s" % (type(e).__name__, e)
     return None

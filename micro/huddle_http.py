@@ -1,12 +1,19 @@
-# A streaming HTTP/1.0 GET over asyncio streams: manifests, blobs and health checks.
+# A streaming HTTP/1.0 GET on a non-blocking socket: manifests, blobs and health checks.
 #
-# No urequests (absent on many boards, and it reads whole bodies). Every network step runs
-# under `asyncio.wait_for` with the config's timeout, and a whole transfer also has a deadline
-# derived from its size (a floor rate of MIN_RATE bytes per second), so a slow-loris server
-# costs a bounded time. Lines are read with a hard length limit; bodies are left to the caller
-# (huddle_sync reads them into the agent's one reused buffer). HTTP/1.0 keeps servers from
+# No urequests (absent on many boards, and it reads whole bodies) and no asyncio streams or
+# `wait_for`: those cost about 2.6 KB of heap for good once used, plus a task and a stream per
+# request, on a board whose whole budget is 48 KB. `step` calls a non-blocking socket method
+# until it does something, sleeping 20 ms between tries (a bounded poll, not an idle loop: it
+# only runs while a request waits for bytes), and fails after the config's timeout without
+# progress; a whole transfer also has a deadline derived from its size (a floor rate of
+# MIN_RATE bytes per second), so a slow-loris server costs a bounded time. The same code runs
+# on CPython. HTTPS connects and shakes hands blocking, bounded by the timeout, then goes
+# non-blocking. Lines are read with a hard length limit; bodies are left to the caller
+# (huddle_stage reads them into the agent's one reused buffer). HTTP/1.0 keeps servers from
 # answering chunked.
-import asyncio
+import socket
+from asyncio import sleep
+from errno import EAGAIN, EINPROGRESS
 from huddle_os import ticks_ms, ticks_add, ticks_diff
 
 try:
@@ -17,19 +24,38 @@ except ImportError:  # CPython
 MAX_LINE = const(1024)
 MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off
 MIN_RATE = const(256)  # bytes/s: slower than this over a whole transfer is a failure
+_want = ()  # CPython TLS's "not yet" errors, once https was used
 
 
 class Response:
-    # an open response: `status`, `length` (None if unknown), `readline`, `step`, `close`;
-    # `r` the reader, `pending` what was read beyond the last line
+    # an open connection: `status`, `length` (None if unknown), `readline`, `step`, `close`;
+    # `s` the socket, `r` its read, `w` its write, `pending` what was read beyond the last line
     pending = b""
     status = 0
     length = end = None
 
-    def __init__(self, r, w, timeout_s):
-        self.r = r
-        self.w = w
+    def __init__(self, host, port, timeout_s, ctx=None):
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        s = self.s = socket.socket(ai[0], ai[1], ai[2])
         self.t = timeout_s
+        try:
+            if ctx:
+                s.settimeout(timeout_s)
+                s.connect(ai[-1])
+                s = self.s = ctx.wrap_socket(s, server_hostname=host)
+            s.setblocking(False)
+            if not ctx:
+                try:
+                    s.connect(ai[-1])
+                except OSError as e:
+                    if e.errno != EINPROGRESS:
+                        raise
+        except BaseException:
+            s.close()
+            raise
+        # MicroPython's TLS socket has only the stream methods (None: not yet)
+        self.r = getattr(s, "recv", None) or s.read
+        self.w = getattr(s, "send", None) or s.write
 
     def due(self, nbytes=None):
         # with nbytes: the whole transfer's deadline starts now; without: checks it
@@ -38,12 +64,22 @@ class Response:
         elif self.end is not None and ticks_diff(self.end, ticks_ms()) < 0:
             raise OSError("transfer too slow (below %d B/s)" % MIN_RATE)
 
-    async def step(self, aw):
-        # one network step, bounded by the timeout
-        try:
-            return await asyncio.wait_for(aw, self.t)
-        except asyncio.TimeoutError:
-            raise OSError("no data for %ss" % self.t)
+    async def step(self, f, x):
+        # f(x) on the non-blocking socket, retried until it does something (its result), for
+        # at most the timeout; a send while the connect is still going on waits for it too
+        t0 = ticks_ms()
+        while True:
+            try:
+                n = f(x)
+            except OSError as e:
+                if e.errno not in (EAGAIN, EINPROGRESS) and not isinstance(e, _want):
+                    raise
+                n = None
+            if n is not None:
+                return n
+            if ticks_diff(ticks_ms(), t0) > self.t * 1000:
+                raise OSError("no data for %ss" % self.t)
+            await sleep(0.02)
 
     async def readline(self):
         # one line without its "\n" (a "\r" stays); None at the end; OSError beyond MAX_LINE
@@ -57,18 +93,25 @@ class Response:
                 self.pending = p[i + 1:]
                 return p[:i]
             self.due()
-            data = await self.step(self.r.read(256))
+            data = await self.step(self.r, 256)
             if not data:
                 if p:
                     raise OSError("truncated: the last line has no newline")
                 return None
             self.pending = p + data
 
-    async def close(self):
+    async def send(self, data):
+        # all of data; even b"" waits for the connect (and shows a refused one)
+        mv = memoryview(data)
+        while True:
+            mv = mv[await self.step(self.w, mv):]
+            if not mv:
+                return
+
+    def close(self):
         try:
-            self.w.close()
-            await asyncio.wait_for(self.w.wait_closed(), self.t)
-        except Exception:  # closing is best effort: the socket may be dead already
+            self.s.close()
+        except OSError:  # closing is best effort: the socket may be dead already
             pass
 
 
@@ -86,19 +129,16 @@ async def get(url, timeout_s):
     if https:
         import ssl
         if hasattr(ssl, "create_default_context"):  # CPython: verify certificates
+            global _want
+            _want = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
             ctx = ssl.create_default_context()
         else:  # MicroPython: encrypt; integrity comes from the manifest key and SHA-256s
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.verify_mode = ssl.CERT_NONE
+    resp = Response(host, port, timeout_s, ctx)
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout_s)
-    except asyncio.TimeoutError:
-        raise OSError("connect to %s:%d timed out" % (host, port))
-    resp = Response(r, w, timeout_s)
-    try:
-        w.write(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
-                b"Connection: close\r\n\r\n" % (path.encode(), host.encode()))
-        await resp.step(w.drain())
+        await resp.send(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
+                        b"Connection: close\r\n\r\n" % (path.encode(), host.encode()))
         line = await resp.readline() or b""
         if line[:5] != b"HTTP/" or line[8:9] != b" ":
             raise OSError("not an HTTP response from %s:%d" % (host, port))
@@ -115,5 +155,5 @@ async def get(url, timeout_s):
                 resp.length = int(line[i + 1:])
         raise OSError("too many header lines")
     except BaseException:
-        await resp.close()
+        resp.close()
         raise

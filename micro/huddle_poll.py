@@ -35,7 +35,7 @@ async def cycle(a):
             tmp = join(a.root, ".manifest.tmp")
             branch, total = await manifest(resp, cfg["key"], commit, tmp)
         finally:
-            await resp.close()
+            resp.close()
         resp = None
         a.heap()
         got, copied = await stage(a, tmp, total)

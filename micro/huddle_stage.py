@@ -66,7 +66,7 @@ async def stage(a, tmp, total):
 
 async def fetch(a, url, dest, size, sha):
     # one blob into its file through the agent's buffer (a memoryview: no allocation per
-    # chunk on MicroPython, whose streams have `readinto`), checked as it arrives
+    # chunk), checked as it arrives
     resp = await get(url, a.cfg["timeout"])
     try:
         if resp.status != 200:
@@ -78,7 +78,8 @@ async def fetch(a, url, dest, size, sha):
         h = sha256()
         mv = memoryview(a.buf)
         got = 0
-        r = resp.r
+        s = resp.s
+        ri = getattr(s, "recv_into", None) or s.readinto
         with open(dest, "wb") as f:
             while True:
                 n = len(resp.pending)
@@ -86,14 +87,9 @@ async def fetch(a, url, dest, size, sha):
                     n = min(n, len(mv))
                     mv[:n] = resp.pending[:n]
                     resp.pending = resp.pending[n:]
-                elif hasattr(r, "readinto"):  # MicroPython
-                    resp.due()
-                    n = await resp.step(r.readinto(mv)) or 0
                 else:
                     resp.due()
-                    data = await resp.step(r.read(len(mv)))
-                    n = len(data)
-                    mv[:n] = data
+                    n = await resp.step(ri, mv)
                 if not n:
                     break
                 got += n
@@ -107,4 +103,4 @@ async def fetch(a, url, dest, size, sha):
         if hexlify(h.digest()) != sha:
             raise OSError("%s: SHA-256 mismatch" % url)
     finally:
-        await resp.close()
+        resp.close()

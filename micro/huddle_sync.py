@@ -33,7 +33,7 @@ async def head(url, timeout_s):
             raise ValueError("bad commit line %r" % line[:80])
         return resp, line[7:].decode()
     except BaseException:
-        await resp.close()
+        resp.close()
         raise
 
 

@@ -34,10 +34,11 @@ def main(argv):
         del huddle_config
         gc.collect()
     once = "--once" in argv
-    # every agent module is compiled now, biggest first, while the heap is still empty and
-    # unfragmented, and kept: later only the app is compiled
-    names = ["mqtt"] if cfg["mqtt"] and not once else []  # each with what it imports
-    # (an order measured to need the smallest heap: sync before stage before poll)
+    # every agent module is compiled now, while the heap is still empty and unfragmented, and
+    # kept: later only the app is compiled
+    # each with what it imports, in the order measured to need the smallest heap (the HTTP
+    # layer first, then sync before stage before poll)
+    names = ["huddle_http"] + (["mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
     names += [] if once else ["huddle_health"]
     for name in names:
