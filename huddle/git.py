@@ -128,7 +128,10 @@ class GitRepo:
         """The branch's commit on the remote: one round trip, nothing downloaded."""
         check_ref_name("branch", branch)
         ref = f"refs/heads/{branch}"
-        result = await self._git(["ls-remote", "--exit-code", remote, ref], check=False)
+        # --heads makes protocol v2 ask the server for refs/heads/ only (a bare pattern is
+        # matched on the client, after every ref, tags included, has been sent)
+        result = await self._git(["ls-remote", "--exit-code", "--heads", remote, ref],
+                                 check=False)
         if result.returncode == 2:
             raise _redacted(GitError(result.argv, f"branch {branch!r} does not exist on the "
                                      "remote", result.stderr, 2))
