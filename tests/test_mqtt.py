@@ -197,8 +197,9 @@ def test_broker_outage_keeps_loop_responsive_and_reconnects(broker, caplog):
         r.changed()
         down_late = ticker.worst_late_s
         restarted_at = time.time()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, broker.start)
+        # Started from inside the loop on purpose: the reporter cannot reconnect before the
+        # observer has subscribed, or the (unretained) event could pass before anyone listens.
+        broker.start()
         obs = Observer(broker, "huddle/pi-6/#")
         msg = await await_message(obs, "huddle/pi-6/status",
                                   lambda p, m: p["state"] == "online" and
