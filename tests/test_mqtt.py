@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import time
 import pytest
 
 from huddle.mqtt import make_reporter
-from tests.mosquitto import Broker
 from tests.test_mqtt_support import Blackhole, Observer, Ticker, await_message
 
 STATUS_KEYS = {"device", "state", "ts", "uptime", "version", "apps"}
