@@ -7,9 +7,11 @@ one bare repo over file://. Two settings:
 - polls out of the window (minimum = maximum = 1000 s): the fixed cost of N supervisors,
   with nothing but the loop, timers and the (type none) health ticks;
 - the default poll interval (10..20 s): what N idle apps really cost, polls included.
-After every app runs and 2 s settle, a window of S seconds samples the agent's VmRSS every
-0.5 s and its CPU (own utime+stime; reaped git children's cutime+cstime) at both ends
-(bench_agent.idle_huddle). R repetitions, medians; the growth per app is the slope between
+After every app runs *and has passed its trial* (state `good` = `commit`; each app's verdict
+rewrites state.json, a burst that must not land in the window; health is type none with the
+default 10 s interval, but grace 1 s and retries 1 so the trial ends 11 s after the start) and 2 s settle, a window of S seconds samples the
+agent's VmRSS every 0.5 s and its CPU (own utime+stime; reaped git children's cutime+cstime)
+at both ends, counting its `ls-remote` calls (as bench_agent.idle_huddle does). R repetitions, medians; the growth per app is the slope between
 the smallest and largest N, and between each pair of neighbours. Writes bench/out/footprint.json.
 """
 from __future__ import annotations
@@ -19,15 +21,42 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
-from bench.bench_agent import derived, idle_huddle  # noqa: E402
-from bench.common import Origin, loadavg  # noqa: E402
+from bench.bench_agent import IDLE_START, derived  # noqa: E402
+from bench.common import Agent, Origin, loadavg, wait_until, write_config  # noqa: E402
 
 MODES = {"polls off": (1000, 1000), "default polls (10..20 s)": (10, 20)}
+
+
+def idle_agent(origin: Origin, n: int, root: Path, window_s: float, minimum_s: float,
+               maximum_s: float) -> dict:
+    for i in range(n):
+        write_config(root / "configs", f"app{i:03d}", url=origin.url,
+                     local_path=root / "apps" / f"app{i:03d}", start=IDLE_START,
+                     minimum_s=minimum_s, maximum_s=maximum_s,
+                     health={"type": "none", "grace": 1, "retries": 1})
+    agent = Agent(root / "configs", root / "state", root / "agent.log")
+    try:
+        def all_good():
+            state = agent.state()
+            return len(state) == n and all(s.get("running") and s.get("commit")
+                                           and s.get("good") == s.get("commit")
+                                           for s in state.values())
+        wait_until(all_good, 300, 0.2, f"{n} apps running and past their trial")
+        time.sleep(2)
+        marks = {}
+        result = common.Window(agent.pid).run(
+            window_s, at_start=lambda: marks.update(start=agent.counts()),
+            at_end=lambda: marks.update(end=agent.counts()))
+        result["polls"] = marks["end"].get("ls-remote", 0) - marks["start"].get("ls-remote", 0)
+    finally:
+        agent.stop()
+    return result
 
 
 def med(runs: list, key: str) -> float:
@@ -85,8 +114,7 @@ def main() -> int:
                     print(f"{mode}, {n} apps, run {rep + 1}/{args.reps} (load {loadavg()})",
                           file=sys.stderr, flush=True)
                     work = root / f"{rep}-{hi}-{n}"
-                    run = derived(idle_huddle([origin] * n, work, args.window, minimum_s=lo,
-                                              maximum_s=hi))
+                    run = derived(idle_agent(origin, n, work, args.window, lo, hi))
                     data["runs"][mode].setdefault(str(n), []).append(run)
                     shutil.rmtree(work, ignore_errors=True)
         data["load_end"] = loadavg()
