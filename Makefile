@@ -42,4 +42,4 @@ bench: setup services $(BENCH_STAMP)
 	ANSIBLE_PULL=$(abspath $(BENCH_VENV))/bin/ansible-pull $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-bench build *.egg-info

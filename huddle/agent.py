@@ -56,8 +56,17 @@ class Agent:
         self.controllers: Dict[str, AppController] = {}
         self.started = time.time()
         self.stop_requested: Optional[asyncio.Event] = None
+        self.save_pending = False
+
+    def state_changed(self) -> None:
+        """Schedule one save for this loop turn: a burst of changes (100 apps ending their
+        trials together) costs one atomic write, not one per app."""
+        if not self.save_pending:
+            self.save_pending = True
+            asyncio.get_running_loop().call_soon(self.save_state)
 
     def save_state(self) -> None:
+        self.save_pending = False
         try:
             self.store.save(self.states)
         except Exception as exc:  # a full disk must not stop supervision; it is logged
@@ -89,7 +98,7 @@ class Agent:
             self.states[config.name] = state
             self.controllers[config.name] = AppController(
                 config, state, log_dir=log_dir, tag=app_tag(self.store.dir, config.name),
-                changed=self.save_state, reporter=self.reporter)
+                changed=self.state_changed, reporter=self.reporter)
         # apps removed from the configs keep their record (their history is not ours to drop)
         for name, state in previous.items():
             self.states.setdefault(name, state)
