@@ -132,15 +132,23 @@ class AppController:
             await asyncio.shield(self.stop_app("agent stopping"))
 
     async def poll_loop(self) -> None:
-        delay = self.rng.uniform(0, min(1.0, self.config.timing.minimum_s))
+        timing = self.config.timing
+        delay = 0.0  # the app starts from its existing tree at once
         while True:
             await asyncio.sleep(delay)
             try:
                 async with self.lock:
-                    await self.poll_once()
+                    if self.tree_ready:
+                        await self.poll_once()
+                        delay = self.rng.uniform(timing.minimum_s, timing.maximum_s)
+                    elif await self.prepare_tree():
+                        delay = self.rng.uniform(timing.minimum_s, timing.maximum_s)
+                    else:
+                        # no remote contact yet: the first look waits a jittered share of
+                        # the interval, so a fleet restarted together (a power cut, a config
+                        # push) does not poll its server in one burst
+                        delay = self.rng.uniform(0, timing.maximum_s)
                 self.poll_backoff.reset()
-                delay = self.rng.uniform(self.config.timing.minimum_s,
-                                         self.config.timing.maximum_s)
             except (HuddleError, OSError) as exc:
                 # OSError: the disk or permissions beneath git, e.g. a full disk on rename
                 delay = max(self.config.timing.minimum_s, self.poll_backoff.failed())
@@ -242,9 +250,6 @@ class AppController:
 
     async def poll_once(self) -> None:
         repo = self.config.repository
-        if not self.tree_ready:
-            if await self.prepare_tree():
-                return
         remote = await self.git.remote_head(repo.remote, repo.branch)
         if self.poll_error:
             self.poll_error = False

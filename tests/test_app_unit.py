@@ -323,3 +323,32 @@ def test_app_without_health_check_is_judged_by_staying_alive(tmp_path, health):
     assert state.good is None  # still on trial after one second
     world, state = scenario(tmp_path, [(30, lambda w: None)], health=health)
     assert state.good == C1 and state.healthy is True
+
+
+def test_a_restarted_fleet_starts_apps_at_once_but_spreads_its_first_polls(tmp_path):
+    """After a power cut every device boots together: each app starts from its tree at
+    once, and the first look at the remote is spread over the whole poll interval."""
+    import random
+    worlds, controllers = [], []
+    for n in range(50):
+        w = World()
+        w.cloned, w.tree = True, C1
+        w.local.add(C1)
+        worlds.append(w)
+        controllers.append(controller(w, tmp_path / str(n), AppState(commit=C1, good=C1)))
+        controllers[-1].rng = random.Random(n)
+
+    async def main():
+        t0 = now()
+        tasks = [asyncio.ensure_future(c.run()) for c in controllers]
+        await asyncio.sleep(30)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return t0
+    t0 = run_virtual(main())
+    assert all(w.starts and w.starts[0][0] - t0 < 0.01 for w in worlds)
+    first_polls = sorted(next(t for t, v in w.calls if v == "ls-remote") - t0 for w in worlds)
+    assert first_polls[-1] <= 10.0 + 1e-6          # within one maximum interval
+    busiest = max(sum(1 for t in first_polls if s <= t < s + 1) for s in range(10))
+    assert busiest <= 15                          # not all 50 in one second
