@@ -27,16 +27,15 @@ from typing import Awaitable, Callable, Optional
 
 from huddle.backoff import Backoff
 from huddle.config import AppConfig
-from huddle.errors import CommandError, HuddleError
+from huddle.errors import HuddleError
 from huddle.git import GitRepo, redact
+from huddle.hooks import append_log, run_hooks
 from huddle.process import TAG_VAR, AppProcess, find_tagged, is_same_process, rotate_log
 from huddle.report import NullReporter, Reporter
-from huddle.runner import run_command
 from huddle.state import AppState
 
 log = logging.getLogger("huddle.app")
 
-HOOK_TIMEOUT_S = 900.0        # installs may compile; still never forever
 RESTART_BACKOFF_S = (1.0, 60.0)
 POLL_BACKOFF_CAP_S = 300.0
 STABLE_AFTER_S = 60.0         # an app up this long has its crash count forgiven
@@ -260,23 +259,11 @@ class AppController:
         await self.deploy(remote)
 
     async def run_hooks(self, commands, what: str, commit: Optional[str] = None) -> None:
-        for argv in commands:
-            result = await run_command(argv, cwd=str(self.config.repository.local_path),
-                                       env=self.app_env(commit), timeout_s=HOOK_TIMEOUT_S,
-                                       check=False)
-            self.append_log(f"--- huddle: {what}: {' '.join(argv)} -> {result.returncode}\n"
-                            + result.stdout + result.stderr)
-            if result.returncode != 0:
-                raise CommandError(argv, f"({what}) exited with status {result.returncode}",
-                                   result.stderr or result.stdout, result.returncode)
+        await run_hooks(commands, what, cwd=self.config.repository.local_path,
+                        env=self.app_env(commit), log_path=self.log_path)
 
     def append_log(self, text: str) -> None:
-        try:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8", errors="replace") as fh:
-                fh.write(text if text.endswith("\n") else text + "\n")
-        except OSError as exc:
-            log.warning("%s: cannot write %s: %s", self.name, self.log_path, exc)
+        append_log(self.log_path, text)
 
     async def deploy(self, commit: str) -> None:
         repo, app = self.config.repository, self.config.application
