@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import cpu_model  # noqa: E402
 from huddle.config import HealthConfig  # noqa: E402
 from huddle.health import check  # noqa: E402
 
@@ -56,16 +57,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Model", "Hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass  # not Linux: fall back to what platform knows
-    return platform.processor() or "unknown"
 
 
 def rusage_s() -> float:
