@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Real services the tests use: Mosquitto (Debian package) and socat for the pty board.
+# The real service the tests use: Mosquitto (Debian package; the binary is in /usr/sbin).
 services:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v socat >/dev/null 2>&1; then \
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto socat >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; \
 	fi
 
 demo: setup
