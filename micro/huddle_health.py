@@ -9,8 +9,8 @@
 # None or a reason.
 import asyncio
 from random import random
-from huddle_os import ticks_ms, ticks_diff, join, log, write_json
-from huddle_store import back
+from huddle_os import ticks_ms, ticks_diff, log
+from huddle_store import back, save
 from huddle_http import get, Response
 
 
@@ -18,6 +18,7 @@ async def supervise(a):
     h = a.cfg["health"]
     kind = h["type"]
     window = h["grace"] + (h["retries"] * h["interval"] if kind != "none" else 0)
+    a.crashes = 0  # restarts in a row, for the backoff
     while True:
         await asyncio.sleep(h["interval"])
         if a.started_ms is None:
@@ -53,13 +54,15 @@ async def supervise(a):
             if a.trial:
                 a.trial = False
                 a.state["good"] = a.commit
-                write_json(join(a.root, "state.json"), a.state)
-                log("%s is good" % a.commit)
+                save(a)
+                log("%s is good now" % a.commit)
                 a.note()
 
-async def probe(h):
-    # the configured check: None when healthy, else the reason. http: a GET whose status
-    # must be accepted; socket: a connect that sends `send` and expects `expect` back
+async def probe(a):
+    # the configured check (`a`: the health config): None when healthy, else the reason.
+    # http: a GET whose status must be accepted; socket: a connect that sends `send` and
+    # expects `expect` back
+    h = a
     t = h["timeout"]
     try:
         if h["type"] == "http":
@@ -69,7 +72,7 @@ async def probe(h):
                 if lo <= resp.status <= hi:
                     return None
             return "health: HTTP %d from %s" % (resp.status, h["path"])
-        if h["type"] == "socket":
+        else:  # "socket" (the config checker allows nothing else here)
             c = Response(h["host"], h["port"], t)
             try:
                 await c.send((h["send"] or "").encode())

@@ -13,8 +13,11 @@ from huddle_http import get
 from huddle_os import join, stat, makedirs, remove
 
 
-async def stage(a, tmp, total):
-    # fills DIR/.stage from the checked manifest copy `tmp`; -> (downloaded, copied)
+async def stage(a, url, size):
+    # fills DIR/.stage from the checked manifest copy at path `url` whose files total `size`
+    # bytes; -> (downloaded, copied). (fetch's argument names: each distinct one is a name in
+    # the module's compile-time table)
+    tmp, total = url, size
     root = a.root
     st = os.statvfs(root)
     free = st[1] * st[4]  # f_frsize * f_bavail; 4 KB spare for directory entries, pointer
@@ -27,7 +30,7 @@ async def stage(a, tmp, total):
     url = a.cfg["manifest"]
     url = url[:url.rfind("/") + 1] + "blobs/"
     got = copied = 0
-    buf = a.buf
+    buf = a.m[13]  # the agent's chunk buffer
     mv = memoryview(buf)
     with open(tmp, "rb") as f:
         while True:
@@ -76,7 +79,7 @@ async def fetch(a, url, dest, size, sha):
                           % (url, resp.length, size))
         resp.due(size)
         h = sha256()
-        mv = memoryview(a.buf)
+        mv = memoryview(a.m[13])
         got = 0
         s = resp.s
         ri = getattr(s, "recv_into", None) or s.readinto

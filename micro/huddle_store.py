@@ -15,18 +15,29 @@
 # `cleanup` runs at start and after every switch: it removes the staging area, temporaries and
 # every `v-*` directory other than the active and the previous one, and never touches names it
 # does not own.
+import asyncio
+import gc
 import os
-from huddle_os import join, log, read_json, write_json, isdir, makedirs, remove
+import sys
+from huddle_os import join, log, read_json, write_json, isdir, makedirs, remove, ticks_ms
 
 
-def load(a):
-    # reads the pointer and the state, then cleans up
-    root = a.root
+def load(a, cfg):
+    # sets up the agent `a` (huddle_agent's names stay few this way), reads the pointer and the
+    # state, then cleans up
+    a.cfg = cfg
+    root = a.root = cfg["dir"]
+    # the agent's slots (huddle_agent.Agent.m); 13: the one chunk buffer of every download
+    # and copy (huddle_stage)
+    a.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5,
+           bytearray(512)]
     makedirs(root)
     p = read_json(join(root, "huddle.json"))
     if isinstance(p, dict) and isinstance(p.get("active"), str) \
             and isdir(join(root, p["active"])):
         a.commit, a.active = p.get("commit"), p["active"]
+    a.state = {"previous": None, "previous_commit": None, "good": None, "bad": [],
+               "last_deploy": None, "branch": None}
     s = read_json(join(root, "state.json"))
     if isinstance(s, dict):
         a.state.update(s)
@@ -44,11 +55,15 @@ def cleanup(a):
             remove(join(a.root, name))
 
 
-def point(a, commit, name):
-    # state first, then the pointer (the switch), then what is no longer needed goes
+def save(a):
     write_json(join(a.root, "state.json"), a.state)
-    write_json(join(a.root, "huddle.json"), {"commit": commit, "active": name})
-    a.commit, a.active = commit, name
+
+
+def point(a, commit, active):
+    # state first, then the pointer (the switch), then what is no longer needed goes
+    save(a)
+    write_json(join(a.root, "huddle.json"), {"commit": commit, "active": active})
+    a.commit, a.active = commit, active
     cleanup(a)
 
 
@@ -68,19 +83,54 @@ def switch(a, commit, branch, ts):
     point(a, commit, name)
 
 
-def back(a, why):
+def back(a, error):
     # points back at the previous version and remembers the active commit as bad (the last
     # 16); False when there is nothing to go back to (the bad commit stays active)
     s = a.state
     bad = a.commit
     if bad and bad not in s["bad"]:
         s["bad"] = (s["bad"] + [bad])[-16:]
-    log("rolling back %s: %s" % (bad, why))
+    log("rolling back %s: %s" % (bad, error))
     if not s["previous"]:
-        write_json(join(a.root, "state.json"), s)
+        save(a)
         return False
     prev, commit = s["previous"], s["previous_commit"]
     s["previous"] = s["previous_commit"] = None
     s["good"] = commit  # the version it ran before is the last good one
     point(a, commit, prev)
     return True
+
+
+# The agent's method (huddle_agent.Agent) that starts its app, as described in huddle_agent
+# (its stop is in huddle_os).
+def launch(a):
+    # starts the active version's app
+    cfg, m = a.cfg, a.m
+    a.trial = a.commit is not None and a.commit != a.state["good"]
+    a.started_ms = ticks_ms()
+    a.failures = 0
+    a.healthy = a.error = None
+    m[7] = False
+    log("starting %s from %s%s" % (cfg["main"], a.active,
+                                   " (on trial)" if a.trial else ""))
+    a.path = join(a.root, a.active)
+    m[3] = set(sys.modules)
+    sys.path.insert(0, a.path)
+    gc.collect()  # the app compiles now: give it the biggest free blocks
+    try:
+        r = __import__(cfg["main"]).main()
+        if hasattr(r, "send") and hasattr(r, "throw"):
+            async def launch():  # the app's task (a name this table has already)
+                try:
+                    await r
+                    m[7] = True
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # the app crashed: recorded, counted, never kills
+                    a.error = "%s: %s" % (type(e).__name__, e)  # the agent
+            m[2] = asyncio.create_task(launch())
+        else:
+            m[7] = True
+    except Exception as e:  # the app's own failure, to be reported and counted
+        a.error = "%s at start: %s" % (type(e).__name__, e)
+    a.note()

@@ -51,7 +51,9 @@ def main(argv):
         if once:
             from huddle_poll import cycle
             return {"current": 0, "installed": 0, "bad": 3}.get(asyncio.run(cycle(agent)), 1)
-        asyncio.run(agent.run())
+        import huddle_poll
+        import huddle_health
+        asyncio.run(agent.run(huddle_poll.poll, huddle_health.supervise))
     except KeyboardInterrupt:
         pass
     return 0
