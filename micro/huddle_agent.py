@@ -1,23 +1,25 @@
 # The agent: one app, its version pointer and its status, driven by cooperative asyncio tasks.
 #
-# `run` starts the app, then two tasks, huddle_poll.poll (the poll timer and sync cycle) and
-# huddle_health.supervise (health checks, rollback, restarts), and itself reports over MQTT:
-# status at start and every `heartbeat` seconds, and at once on every change (`note`). The
-# tiny MQTT client blocks, but only for its bounded timeout; a broker that is down costs one
-# failed connect per backoff step (capped, jittered, reset on success), so it never stops
-# deploys and health checks. The last will, retained, is `{"device": ID, "state": "offline"}`,
-# also sent on a clean exit; URL credentials are only used to connect.
-# The app: the active version's directory goes first on `sys.path`, the module named by `main`
+# `run` starts the app, then two tasks that main.py passes it, huddle_poll.poll (the poll timer
+# and sync cycle) and huddle_health.supervise (health checks, rollback, restarts), and itself
+# reports over MQTT: status at start and every `heartbeat` seconds, and at once on every change
+# (`note`). The tiny MQTT client blocks, but only for its bounded timeout; a broker that is
+# down costs one failed connect per backoff step (capped, jittered, reset on success), so it
+# never stops deploys and health checks. The last will, retained, is
+# `{"device": ID, "state": "offline"}`, also sent on a clean exit; URL credentials are only
+# used to connect.
+# The app (`launch` is huddle_store.launch, `stop` huddle_os.stop, bound as methods): the
+# active version's directory goes first on `sys.path`, the module named by `main`
 # is imported and its `main()` called. A coroutine it returns runs as a task beside the agent's
 # own; a plain return means the app has finished its work (not a failure); an exception at
 # import, in `main()` or in the task is a failure. `stop` cancels the task and forgets every
 # module the app imported, so the next version's modules of the same names load fresh.
 # Memory: every agent module is compiled once at boot (main.py), while the heap is empty, and
 # stays; nothing but the app is compiled later. Each function object costs about 100 bytes for
-# good and each distinct name a qstr, so functions are few and names short and shared.
+# good and each distinct name a qstr and an entry in the compiler's per-module table (one
+# contiguous block while the module compiles), so functions are few and names shared.
 import asyncio
 import json
-import sys
 import time
 from random import random
 from huddle_os import ticks_ms, ticks_diff, ticks_add, log, heap, stop

@@ -26,7 +26,10 @@ async def supervise(a):
         age = ticks_diff(ticks_ms(), a.started_ms) / 1000
         why = a.error
         if why is None and kind != "none" and age >= h["grace"]:
+            t = a.started_ms
             why = await probe(h)
+            if a.started_ms != t:  # the app was replaced (an install) or restarted meanwhile:
+                continue  # this result and age were the old one's
             was = a.healthy
             a.healthy = why is None
             a.failures = 0 if why is None else a.failures + 1
