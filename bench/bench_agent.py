@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import resource
 import shutil
@@ -297,10 +296,7 @@ def main() -> int:
         common.kill_tagged_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
     data["summary"] = {"latency": {k: summary(v) for k, v in data["latency"].items()}}
-    path = common.write_json("agent.json", data)
-    print()
-    print(report(data))
-    print(f"\n(JSON: {os.path.relpath(path)})")
+    common.publish_results("agent.json", data, report(data))
     return 0
 
 

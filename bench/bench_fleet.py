@@ -30,7 +30,6 @@ apps) is stopped at the end, on failure too.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import signal
@@ -331,10 +330,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     interrupt_on_signals()
     data = run(args)
-    path = common.write_json("fleet.json", data)
-    print()
-    print(report(data))
-    print(f"\n(JSON: {os.path.relpath(path)})")
+    common.publish_results("fleet.json", data, report(data))
     return 0
 
 

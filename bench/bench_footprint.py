@@ -17,7 +17,6 @@ the smallest and largest N, and between each pair of neighbours. Writes bench/ou
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -121,10 +120,7 @@ def main() -> int:
     finally:
         common.kill_tagged_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
-    path = common.write_json("footprint.json", data)
-    print()
-    print(report(data))
-    print(f"\n(JSON: {os.path.relpath(path)})")
+    common.publish_results("footprint.json", data, report(data))
     return 0
 
 

@@ -270,10 +270,7 @@ def main() -> int:
         common.kill_tagged_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
     data["summary"] = {peer: metrics(data, peer) for peer in PEERS if data["runs"].get(peer)}
-    path = common.write_json("peers.json", data)
-    print()
-    print(report(data))
-    print(f"\n(JSON: {os.path.relpath(path)})")
+    common.publish_results("peers.json", data, report(data))
     return 0
 
 

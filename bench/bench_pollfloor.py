@@ -267,10 +267,7 @@ def main() -> int:
             servers.stop()
         common.kill_tagged_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
-    path = common.write_json("pollfloor.json", data)
-    print()
-    print(report(data))
-    print(f"\n(JSON: {os.path.relpath(path)})")
+    common.publish_results("pollfloor.json", data, report(data))
     return 0
 
 

@@ -210,10 +210,7 @@ def main() -> int:
     finally:
         common.kill_tagged_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
-    path = common.write_json("recovery.json", data)
-    print()
-    print(report(data))
-    print(f"\n(JSON: {os.path.relpath(path)})")
+    common.publish_results("recovery.json", data, report(data))
     return 0
 
 

@@ -211,6 +211,26 @@ def write_json(name: str, data: dict) -> Path:
     return path
 
 
+def publish_results(name: str, data: dict, table: str) -> None:
+    """Every benchmark's ending: the JSON to bench/out/NAME, the table to stdout."""
+    path = write_json(name, data)
+    print()
+    print(table)
+    print(f"\n(JSON: {os.path.relpath(path)})")
+
+
+def terminate(proc: "subprocess.Popen", timeout_s: float) -> None:
+    """SIGTERM, wait up to timeout_s, then SIGKILL: how every process a benchmark started
+    is stopped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # -- origins: bare repos holding a tiny web app ---------------------------------------------
 
 SERVER_PY = '''\
@@ -362,13 +382,7 @@ class Agent:
         return read_state(self.state_dir)
 
     def stop(self, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout_s)
         self.log.close()
         return self.proc.returncode
 
@@ -400,13 +414,7 @@ class NaivePeer:
         return int(self.count_file.read_text().split()[0])
 
     def stop(self, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout_s)
         self.log.close()
         return self.proc.returncode
 
@@ -677,13 +685,8 @@ class AnsiblePeer:
         return len(os.listdir(self.rounds))
 
     def stop(self, timeout_s: float = 60) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout_s)
         if self.pidfile.exists():
             try:
                 os.killpg(int(self.pidfile.read_text().split()[0]), signal.SIGKILL)

@@ -106,12 +106,7 @@ class SoakAgent:
 
     def stop(self, timeout_s: float = 60) -> int:
         if self.running:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            common.terminate(self.proc, timeout_s)
         return self.proc.returncode if self.proc else 0
 
 
