@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.common import GIT_ENV, cpu_s, free_port
+from huddle.process import start_time
 
 
 class CountingGitDaemon:
@@ -128,11 +129,7 @@ def interrupt_on_signals() -> None:
 
 def alive(pid: int) -> bool:
     """True while pid exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+    return start_time(pid) is not None  # huddle's own check: None when gone or a zombie
 
 
 def tagged_processes(tag_prefix: str) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.microutil import ManifestServer, Repo
 from tests.mosquitto import Broker
 
 
@@ -12,3 +13,13 @@ def broker(tmp_path):
     b = Broker(tmp_path / "broker").start()
     yield b
     b.kill()
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A repo to publish from, its publish dir, and a loopback HTTP server serving it."""
+    repo = Repo(tmp_path / "repo")
+    out = tmp_path / "pub"
+    server = ManifestServer(out).start()
+    yield repo, out, server
+    server.stop()

@@ -32,7 +32,7 @@ from typing import Callable, Optional
 import pytest
 
 from huddle.agent import app_tag
-from huddle.process import TAG_VAR
+from huddle.process import TAG_VAR, start_time
 
 PY = sys.executable
 GIT = shutil.which("git") or "git"
@@ -215,11 +215,7 @@ def git_subcommand(line: str) -> str:
 
 def alive(pid: int) -> bool:
     """True while pid exists and is not a zombie (PID 1 here may not reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+    return start_time(pid) is not None  # huddle's own check: None when gone or a zombie
 
 
 def wait_until(pred: Callable, timeout_s: float, what: str, interval_s: float = 0.05):

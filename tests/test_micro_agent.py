@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.mosquitto import free_port
-from tests.microutil import (ManifestServer, Repo, pointer, publish, start_micro, wait_for,
+from tests.microutil import (pointer, publish, start_micro, wait_for,
                              write_config)
 
 APP = """import asyncio
@@ -54,14 +54,6 @@ def app(port, status=200, crash=False, raise_at_import=False, version=0):
         src = "raise RuntimeError('broken at import')\n" + src
     return {"app.py": src.encode(), "VERSION": str(version).encode()}
 
-
-@pytest.fixture
-def site(tmp_path):
-    repo = Repo(tmp_path / "repo")
-    out = tmp_path / "pub"
-    server = ManifestServer(out).start()
-    yield repo, out, server
-    server.stop()
 
 
 def _state(dev):

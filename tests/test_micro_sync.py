@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from tests.microutil import (ManifestServer, Repo, pointer, publish, run_micro, start_micro,
+from tests.microutil import (pointer, publish, run_micro, start_micro,
                              version_files, wait_for, write_config)
 
 V1 = {"app.py": b"def main():\n    return None\n", "lib/data.bin": bytes(range(256)) * 40,
@@ -18,14 +18,6 @@ V1 = {"app.py": b"def main():\n    return None\n", "lib/data.bin": bytes(range(2
 V2 = {"app.py": b"def main():\n    return 2\n", "lib/data.bin": bytes(range(256)) * 40,
       "keep.txt": b"unchanged\n", "new/added.py": b"ADDED = True\n"}  # n.txt deleted
 
-
-@pytest.fixture
-def site(tmp_path):
-    repo = Repo(tmp_path / "repo")
-    out = tmp_path / "pub"
-    server = ManifestServer(out).start()
-    yield repo, out, server
-    server.stop()
 
 
 def _config(tmp_path, server, **extra):
