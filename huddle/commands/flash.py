@@ -22,20 +22,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="check and stage everything, print the plan, touch no board")
     parser.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
-                        help="limit for the whole mpremote session (default 180)")
+                        help="limit for each mpremote session (default 180; the .mpy version "
+                             "query gets at most 30)")
 
 
 def main(args: argparse.Namespace) -> int:
+    import sys
     import tempfile
     from pathlib import Path
 
     from huddle.boards import load_board
-    from huddle.flash import mpremote_argv, push, read_device_config, stage
+    from huddle.flash import (board_file_note, mpremote_argv, probe, push, read_device_config,
+                              stage)
 
     board = load_board(args.board)
     config, wifi = read_device_config(Path(args.config))
+    compile_ = board.compiles and not args.no_compile
+    firmware = None
+    if compile_ and not args.dry_run:  # sources import on any firmware: only .mpy needs asking
+        firmware = probe(args.port, args.timeout)
+        print(f"huddle: {args.port}: the board runs {firmware.describe()}")
+        note = board_file_note(board, firmware)
+        if note:
+            print(f"huddle: warning: {note}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="huddle-flash-") as tmp:
-        staged = stage(board, config, wifi, Path(tmp), compile_=not args.no_compile)
+        staged = stage(board, config, wifi, Path(tmp), compile_=compile_, firmware=firmware)
         how = f"compiled to .mpy {staged.compiled}" if staged.compiled else "as source"
         print(f"huddle: {board.name}: {staged.count()} files ({how}) for device "
               f"{config['device']!r} -> {args.port}")
