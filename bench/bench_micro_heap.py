@@ -110,9 +110,9 @@ def once_cycle(heap_k, work, server):
 
 # the agent's modules in the order a long-running agent with MQTT compiles them at boot (each
 # after the modules it imports, so each row is its own cost); all but the config checker stay
-MODULES = [("huddle_config", "boot only"), ("mqtt_wire", "resident"), ("mqtt", "resident"),
-           ("huddle_os", "resident"), ("huddle_store", "resident"),
-           ("huddle_agent", "resident"), ("huddle_http", "resident"),
+MODULES = [("huddle_config", "boot only"), ("huddle_os", "resident"),
+           ("huddle_http", "resident"), ("mqtt", "resident"), ("huddle_store", "resident"),
+           ("huddle_agent", "resident"),
            ("huddle_sync", "resident"), ("huddle_stage", "resident"),
            ("huddle_poll", "resident"), ("huddle_health", "resident")]
 PROBE = """

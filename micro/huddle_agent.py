@@ -3,9 +3,9 @@
 # `run` starts the app, then two tasks that main.py passes it, huddle_poll.poll (the poll timer
 # and sync cycle) and huddle_health.supervise (health checks, rollback, restarts), and itself
 # reports over MQTT: status at start and every `heartbeat` seconds, and at once on every change
-# (`note`). The tiny MQTT client blocks, but only for its bounded timeout; a broker that is
-# down costs one failed connect per backoff step (capped, jittered, reset on success), so it
-# never stops deploys and health checks. The last will, retained, is
+# (`note`). The MQTT client's calls are coroutines on a non-blocking socket, so a slow broker
+# never holds up the app or the health checks; a broker that is down costs one failed connect
+# per backoff step (capped, jittered, reset on success). The last will, retained, is
 # `{"device": ID, "state": "offline"}`, also sent on a clean exit; URL credentials are only
 # used to connect.
 # The app (`launch` is huddle_store.launch, `stop` huddle_os.stop, bound as methods): the
@@ -29,7 +29,8 @@ from huddle_store import load, launch
 # qstr and an entry in the compiler's name table, which needs one contiguous block at boot):
 # 0 MQTT client, 1 retry_ms (no connect before), 2 app task, 3 sys.modules before the app,
 # 4 heap peak, 5 failed connects in a row, 6 connected, 7 the app finished its work,
-# 8 boot ticks_ms, 9 status topic, 10 offline status, 11 "connected" log line, 12 retry cap (s)
+# 8 boot ticks_ms, 9 status topic, 10 offline status, 11 "connected" log line, 12 retry cap (s),
+# 14 a change to report
 
 
 class Agent:
@@ -51,8 +52,8 @@ class Agent:
         # f: the agent's tasks, huddle_poll.poll and huddle_health.supervise (passed by main.py)
         cfg, m = self.cfg, self.m
         if cfg["mqtt"]:
-            from mqtt import MQTTClient, parse_url
-            host, port, user, password, tls = parse_url(cfg["mqtt"])
+            from mqtt import MQTTClient
+            host, port, user, password, tls = cfg["mqtt"]  # parsed by huddle_config
             m[9] = "huddle/%s/status" % cfg["device"]
             m[10] = json.dumps({"device": cfg["device"], "state": "offline"})
             k = int(cfg["heartbeat"] * 2) + 10  # keepalive
@@ -62,7 +63,7 @@ class Agent:
             c = m[0] = MQTTClient("huddle-" + cfg["device"], host, port, user, password, k, tls,
                                   min(cfg["timeout"], 5))
             c.set_last_will(m[9], m[10])
-            self.note()  # connects before the app takes its share of the heap
+            await self.report()  # connects before the app takes its share of the heap
         if self.active:
             self.launch()
         tasks = []
@@ -70,8 +71,13 @@ class Agent:
             tasks.append(asyncio.create_task(t(self)))
         try:
             while True:
-                self.note()
-                await asyncio.sleep(cfg["heartbeat"])
+                # a status every heartbeat, and within 0.1 s of a change (note); without MQTT
+                # there is nothing to do here
+                m[14] = False
+                await self.report()
+                t = ticks_ms()
+                while not m[14] and ticks_diff(ticks_ms(), t) < cfg["heartbeat"] * 1000:
+                    await asyncio.sleep(0.1 if m[0] else cfg["heartbeat"])
         finally:
             for t in tasks:
                 t.cancel()
@@ -79,16 +85,21 @@ class Agent:
             c = m[0]
             if m[6]:
                 try:
-                    c.publish(m[9], m[10], True, 1)
-                    c.disconnect()
+                    await c.publish(m[9], m[10], True, 1)
+                    await c.disconnect()
                 except OSError:  # leaving anyway: the broker will send the will instead
                     c.close()
 
     def note(self, error=None):
-        # records an error, publishes the status (retained, QoS 1), reads what the broker sent
+        # records an error; the status goes out at once (run's loop sees m[14])
         if error:
             self.last_error = error
             log(error)
+        self.m[14] = True
+
+    async def report(self):
+        # publishes the status (retained, QoS 1) and reads what the broker sent; a broker that
+        # is down costs one failed connect per backoff step
         m = self.m
         c = m[0]
         if c is None or (m[1] is not None and ticks_diff(m[1], ticks_ms()) > 0):
@@ -105,12 +116,12 @@ class Agent:
             v.append(m[4])
         try:
             if not m[6]:
-                c.connect()
+                await c.connect()
                 log(m[11])
                 m[6] = True
-            c.publish(m[9], json.dumps(dict(zip(
+            await c.publish(m[9], json.dumps(dict(zip(
                 "device state ts uptime version apps heap_peak".split(), v))), True, 1)
-            c.poll()
+            await c.poll()
         except OSError as e:
             m[5] += 1
             delay = min(2 ** min(m[5], 8), 60, m[12]) * (0.5 + random() / 2)

@@ -5,7 +5,8 @@
 # dict with defaults filled in and durations in seconds (floats), which costs less RAM on a
 # board than a class per section. Keys: device, manifest, dir, minimum, maximum, main, and
 # optional mqtt, key, health (as in the host's app config), timeout (network steps, seconds),
-# heartbeat (MQTT status interval, seconds), debug (sample heap use).
+# heartbeat (MQTT status interval, seconds), debug (sample heap use). The `mqtt` URL is parsed
+# here, once (this module is dropped after boot), into (host, port, user, password, tls).
 
 REQUIRED = ("device", "manifest", "dir", "minimum", "maximum", "main")
 OPTIONAL = {"mqtt": None, "key": None, "health": None, "timeout": 10.0,
@@ -41,6 +42,36 @@ def parse_status(spec):
             raise ValueError("status codes must be 100..599, low first")
         out.append((lo, hi))
     return out
+
+
+def parse_url(url):
+    # mqtt[s]://[user[:password]@]host[:port][/] -> (host, port, user, password, tls);
+    # %XX escapes in the user and password; ValueError when it is not such a URL
+    tls = url.startswith("mqtts://")
+    if not tls and not url.startswith("mqtt://"):
+        raise ValueError("another scheme")
+    rest = url[8 if tls else 7:]
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    cred = [None, None]
+    at = rest.rfind("@")
+    if at >= 0:
+        for i, s in enumerate(rest[:at].split(":", 1)):
+            s = s.split("%")
+            out = bytearray(s[0].encode())
+            for p in s[1:]:  # a bad escape is a ValueError from int()
+                out.append(int(p[:2], 16))
+                out.extend(p[2:].encode())
+            cred[i] = out.decode()
+        rest = rest[at + 1:]
+    port = 8883 if tls else 1883
+    i = rest.rfind(":")
+    if i > rest.rfind("]"):  # a port, not a colon inside an [IPv6] literal
+        rest, port = rest[:i], int(rest[i + 1:])
+    host = rest[1:-1] if rest[:1] == "[" else rest
+    if not host or not 0 < port < 65536 or [c for c in "/?#@[] " if c in host]:
+        raise ValueError("bad host or port")
+    return host, port, cred[0], cred[1], tls
 
 
 def _check_health(h, bad):
@@ -109,9 +140,12 @@ def check(raw):
                               not (u.startswith("http://") or u.startswith("https://"))):
         bad.append(("manifest", "must be an http:// or https:// URL"))
     u = cfg["mqtt"]
-    if u is not None and (not isinstance(u, str) or
-                          not (u.startswith("mqtt://") or u.startswith("mqtts://"))):
-        bad.append(("mqtt", "must be an mqtt:// or mqtts:// URL"))
+    if u is not None:
+        try:
+            cfg["mqtt"] = parse_url(u)
+        except (ValueError, AttributeError) as e:  # AttributeError: not a string
+            bad.append(("mqtt", "must be an mqtt:// or mqtts:// URL (%s)"
+                        % (e if isinstance(u, str) else "not a string")))
     if cfg["key"] is not None and (not isinstance(cfg["key"], str) or not cfg["key"]):
         bad.append(("key", "must be a non-empty string"))
     for k in ("minimum", "maximum", "timeout", "heartbeat"):

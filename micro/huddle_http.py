@@ -13,7 +13,7 @@
 # answering chunked.
 import socket
 from asyncio import sleep
-from errno import EAGAIN, EINPROGRESS
+from errno import EAGAIN, EINPROGRESS, ETIMEDOUT, ECONNRESET, ECONNABORTED
 from huddle_os import ticks_ms, ticks_add, ticks_diff
 
 try:
@@ -24,12 +24,31 @@ except ImportError:  # CPython
 MAX_LINE = const(1024)
 MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off
 MIN_RATE = const(256)  # bytes/s: slower than this over a whole transfer is a failure
-_want = ()  # CPython TLS's "not yet" errors, once https was used
+_want = ()  # CPython TLS's "not yet" errors, once TLS was used
+
+
+def tls(ctx):
+    # the TLS context for a connection: None for none, True for the default (CPython verifies
+    # against the system CAs; a board has no CA store, so it encrypts and integrity comes from
+    # the manifest key and SHA-256s, or the caller passes a context that verifies), else ctx
+    if not ctx:
+        return None
+    import ssl
+    global _want
+    if hasattr(ssl, "SSLWantReadError"):  # CPython
+        _want = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+    if ctx is True:
+        if hasattr(ssl, "create_default_context"):
+            return ssl.create_default_context()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class Response:
-    # an open connection: `status`, `length` (None if unknown), `readline`, `step`, `close`;
-    # `s` the socket, `r` its read, `w` its write, `pending` what was read beyond the last line
+    # an open connection (an HTTP response, or the MQTT client's connection): `status`, `length`
+    # (None if unknown), `readline`, `read`, `send`, `step`, `close`; `s` the socket, `r` its
+    # read, `w` its write, `pending` what was read beyond the last line
     pending = b""
     status = 0
     length = end = None
@@ -42,7 +61,10 @@ class Response:
             if ctx:
                 s.settimeout(timeout_s)
                 s.connect(ai[-1])
-                s = self.s = ctx.wrap_socket(s, server_hostname=host)
+                try:
+                    s = self.s = ctx.wrap_socket(s, server_hostname=host)
+                except ValueError as e:  # MicroPython's way of rejecting a certificate
+                    raise OSError(ECONNABORTED, "TLS handshake failed: %s" % e)
             s.setblocking(False)
             if not ctx:
                 try:
@@ -62,11 +84,12 @@ class Response:
         if nbytes is not None:
             self.end = ticks_add(ticks_ms(), int((self.t + nbytes / MIN_RATE) * 1000))
         elif self.end is not None and ticks_diff(self.end, ticks_ms()) < 0:
-            raise OSError("transfer too slow (below %d B/s)" % MIN_RATE)
+            raise OSError(ETIMEDOUT, "transfer too slow (below %d B/s)" % MIN_RATE)
 
-    async def step(self, f, x):
+    async def step(self, f, x, wait=True):
         # f(x) on the non-blocking socket, retried until it does something (its result), for
-        # at most the timeout; a send while the connect is still going on waits for it too
+        # at most the timeout; a send while the connect is still going on waits for it too.
+        # Not `wait`: one try, None when there is nothing yet
         t0 = ticks_ms()
         while True:
             try:
@@ -75,10 +98,10 @@ class Response:
                 if e.errno not in (EAGAIN, EINPROGRESS) and not isinstance(e, _want):
                     raise
                 n = None
-            if n is not None:
+            if n is not None or not wait:
                 return n
             if ticks_diff(ticks_ms(), t0) > self.t * 1000:
-                raise OSError("no data for %ss" % self.t)
+                raise OSError(ETIMEDOUT, "no data for %ss" % self.t)
             await sleep(0.02)
 
     async def readline(self):
@@ -99,6 +122,18 @@ class Response:
                     raise OSError("truncated: the last line has no newline")
                 return None
             self.pending = p + data
+
+    async def read(self, n):
+        # exactly n bytes; the stream ending before them is an OSError
+        while len(self.pending) < n:
+            self.due()
+            data = await self.step(self.r, 256)
+            if not data:
+                raise OSError(ECONNRESET, "connection closed by the peer")
+            self.pending += data
+        data = self.pending
+        self.pending = data[n:]
+        return data[:n]
 
     async def send(self, data):
         # all of data; even b"" waits for the connect (and shows a refused one)
@@ -125,17 +160,7 @@ async def get(url, timeout_s):
     i = host.rfind(":")
     if i >= 0:
         host, port = host[:i], int(host[i + 1:])
-    ctx = None
-    if https:
-        import ssl
-        if hasattr(ssl, "create_default_context"):  # CPython: verify certificates
-            global _want
-            _want = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
-            ctx = ssl.create_default_context()
-        else:  # MicroPython: encrypt; integrity comes from the manifest key and SHA-256s
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_NONE
-    resp = Response(host, port, timeout_s, ctx)
+    resp = Response(host, port, timeout_s, tls(https))
     try:
         await resp.send(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
                         b"Connection: close\r\n\r\n" % (path.encode(), host.encode()))

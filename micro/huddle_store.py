@@ -30,7 +30,7 @@ def load(a, cfg):
     # the agent's slots (huddle_agent.Agent.m); 13: the one chunk buffer of every download
     # and copy (huddle_stage)
     a.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5,
-           bytearray(512)]
+           bytearray(512), False]
     makedirs(root)
     p = read_json(join(root, "huddle.json"))
     if isinstance(p, dict) and isinstance(p.get("active"), str) \

@@ -1,154 +1,196 @@
 # A minimal MQTT 3.1.1 client for the device agent: MicroPython first, CPython too.
 #
-# It owns one broker connection and does only what the agent needs: CONNECT (clean session,
-# optional last will, user/password), PUBLISH at QoS 0 or 1, PINGREQ, DISCONNECT. It never
-# subscribes, so whatever else the broker sends is read and dropped. The shape is umqtt.simple's
-# (one small reused buffer, const(), `ssl` imported only when asked for, poll() is the blocking
-# parser after setblocking(False)) plus what an agent that must never hang needs: every network
-# step is bounded by timeout_s, a dead connection (EOF, reset, a PINGREQ left unanswered) is an
-# OSError, a refusal is an MQTTError carrying the CONNACK code, and any error closes the
-# connection (connect() again starts afresh). Retries and their backoff are the caller's.
-# This module is the session; mqtt_wire.py is the byte level beneath it (and parses URLs).
-# Memory: the agent compiles both from source once, at boot, and keeps them: every function
-# object and every name costs heap for good, so methods are few and notes are comments.
-import socket  # noqa: F401  (connect's socket factory: tests replace it here)
-from errno import ECONNABORTED
-from mqtt_wire import MQTTError, Wire, _late, const, parse_url, ticks_diff, ticks_ms  # noqa: F401
+# It publishes and never subscribes: CONNECT (clean session, optional last will, user and
+# password), PUBLISH at QoS 0 or 1, PINGREQ, DISCONNECT; whatever else the broker sends is read
+# and dropped. Its methods are coroutines on huddle_http's non-blocking connection (the same
+# bounded steps as every HTTP request), so a slow or dead broker never stalls the agent's
+# loop: the app and the health checks run while it waits. Each call is bounded by timeout_s
+# (plus the size of what it sends at a floor rate); a dead connection (EOF, reset, a PINGREQ
+# left unanswered) is an OSError, a refusal an MQTTError carrying the CONNACK code, and any
+# error closes the connection (connect() again starts afresh). Retries and their backoff are
+# the caller's; broker URLs are parsed by huddle_config at boot.
+# Memory: one module, one class, few names; TLS, sockets and timeouts are huddle_http's.
+from errno import ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
+from huddle_http import Response, tls
+from huddle_os import ticks_ms, ticks_diff
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    from huddle_cpy import const
 
 _MAX_LEN = const(268435455)  # the largest remaining length (four varint bytes)
 
 
-def _b(s):
-    return s.encode() if isinstance(s, str) else s
+class MQTTError(OSError):
+    # `code`: a refusal's CONNACK return code (errno ECONNREFUSED), or 0 for a broken
+    # protocol (errno EIO)
+    def __init__(self, code, reason):
+        super().__init__(ECONNREFUSED if code else EIO, "MQTT %s (%d)" % (reason, code))
+        self.code = code
 
 
 def _field(s):
-    # a length-prefixed string field
+    # a length-prefixed string field (a topic over 65535 bytes fails in bytes(): ValueError)
+    s = s.encode() if isinstance(s, str) else s
     return bytes((len(s) >> 8, len(s) & 0xFF)) + s
 
 
-class MQTTClient(Wire):
-    _will = None
-    _pid = 0
+class MQTTClient:
+    # c: the open connection (a huddle_http.Response) or None; will: (its two fields, retain,
+    # qos); ping_at: ticks of an unanswered PINGREQ; sent: ticks of the last write
+    c = will = ping_at = None
+    pid = sent = 0
 
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=60, ssl=False, timeout_s=5):
-        self.client_id = _b(client_id)
-        self.host = host
-        self.port = port
-        self.user = _b(user)
-        self.password = _b(password)
-        self.keepalive = keepalive
-        self.ssl = ssl  # False, True (a default context) or an object with wrap_socket()
-        self.timeout_s = timeout_s
-        self._mv = memoryview(bytearray(64))  # every incoming header, ack and drained byte
+        # ssl: False, True (a default context) or a context object (one that verifies)
+        self.a = client_id, host, port, user, password, keepalive, ssl, timeout_s
 
     def set_last_will(self, topic, msg, retain=True, qos=1):
         if qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
-        self._will = (_b(topic), _b(msg), 1 if retain else 0, qos)
+        self.will = _field(topic) + _field(msg), 1 if retain else 0, qos
 
-    def connect(self):
-        # CONNECT on a new socket, then wait for CONNACK; returns the session-present flag
+    async def connect(self):
+        # CONNECT on a new connection, then CONNACK; returns the session-present flag
         self.close()
-        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-        s = self._sock = socket.socket(ai[0], ai[1], ai[2])
+        cid, host, port, user, pw, ka, ssl, t = self.a
+        c = self.c = Response(host, port, t, tls(ssl))
         try:
-            s.settimeout(self.timeout_s)
-            s.connect(ai[-1])
-            try:  # TCP_NODELAY: with Nagle a payload written after its header would wait
-                s.setsockopt(6, 1, 1)  # for a delayed ACK (40 ms per publish)
-            except (OSError, ValueError, TypeError):  # ports without it are only slower
-                pass
-            ctx = self.ssl
-            if ctx:
-                import ssl
-                if ctx is True:
-                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                    if hasattr(ctx, "load_default_certs"):  # CPython: the system CAs
-                        ctx.load_default_certs()
-                    else:  # a board has no CA store: encrypted, but the broker is
-                        ctx.verify_mode = ssl.CERT_NONE  # checked only with a passed context
-                self._wantread = getattr(ssl, "SSLWantReadError", ())
-                try:
-                    s = ctx.wrap_socket(s, server_hostname=self.host)
-                except ValueError as e:  # MicroPython's way of rejecting a certificate
-                    raise OSError(ECONNABORTED, "TLS handshake failed: %s" % e)
-            self._io = s
-            self._ctl = s if hasattr(s, "settimeout") else self._sock  # MicroPython TLS: raw
-            self._rd = getattr(s, "readinto", None) or s.recv_into  # MicroPython / CPython
-            self._wr = getattr(s, "write", None) or s.send
-            self._ping_at = None
-            ka, will, user, pw = self.keepalive, self._will, self.user, self.password
             flags = 2 | (user is not None) << 7 | (pw is not None) << 6  # 2: clean session
-            if will:
-                flags |= 4 | will[3] << 3 | will[2] << 5
-            # protocol level 4: MQTT 3.1.1
-            body = b"\0\4MQTT" + bytes((4, flags, ka >> 8, ka & 0xFF)) + _field(self.client_id)
-            for f in (will[:2] if will else ()) + (user, pw):
+            body = _field(cid)
+            if self.will:
+                w, retain, qos = self.will
+                flags |= 4 | qos << 3 | retain << 5
+                body += w
+            for f in (user, pw):
                 if f is not None:
                     body += _field(f)
-            self._send(0x10, body)  # CONNECT
-            t0 = ticks_ms()
-            while self._recv(True) != 0x20:  # CONNACK; nothing else may come first: lenient
-                _late(t0, "CONNACK", self.timeout_s)
-            if self._acked & 0xFF:
-                raise MQTTError(self._acked & 0xFF, "connection refused")
-            return bool(self._acked & 0x100)  # session present
+            # protocol level 4: MQTT 3.1.1
+            await self.send(0x10, b"\0\4MQTT" + bytes((4, flags, ka >> 8, ka & 0xFF)) + body)
+            c.due(0)
+            v = await self.ack(0x20, None)
+            if v & 0xFF:
+                raise MQTTError(v & 0xFF, "connection refused")
+            return bool(v & 0x100)
         except BaseException:
             self.close()
             raise
 
-    def publish(self, topic, msg, retain=False, qos=0):
-        # QoS 1 waits up to timeout_s for the PUBACK carrying this packet id
+    async def publish(self, topic, msg, retain=False, qos=0):
+        # QoS 1 waits for the PUBACK carrying this packet id
         if qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
-        topic, msg = _b(topic), _b(msg)
-        if len(topic) > 0xFFFF or len(topic) + len(msg) + 4 > _MAX_LEN:
+        topic, msg = _field(topic), msg.encode() if isinstance(msg, str) else msg
+        if len(topic) + len(msg) + 2 > _MAX_LEN:
             raise ValueError("MQTT message too large")
-        self._ready()
+        self.ready()
         try:
-            self._pid = pid = self._pid % 0xFFFF + 1
-            body = _field(topic) + (bytes((pid >> 8, pid & 0xFF)) if qos else b"")
-            self._send(0x30 | qos << 1 | (1 if retain else 0), body, msg)  # PUBLISH
-            t0 = ticks_ms()
-            while qos and (self._recv(True) != 0x40 or self._acked != pid):  # PUBACK
-                _late(t0, "PUBACK", self.timeout_s)
+            self.pid = pid = self.pid % 0xFFFF + 1
+            await self.send(0x30 | qos << 1 | (1 if retain else 0),
+                            topic + (bytes((pid >> 8, pid & 0xFF)) if qos else b"") + msg)
+            if qos:
+                await self.ack(0x40, pid)
         except BaseException:
             self.close()
             raise
 
-    def ping(self):
+    async def ping(self):
         # a PINGREQ; poll() declares the connection dead if no PINGRESP follows in timeout_s
-        self._ready()
+        self.ready()
         try:
-            self._rw(b"\xc0\x00")  # PINGREQ
+            await self.send(0xC0, b"")
         except BaseException:
             self.close()
             raise
-        if self._ping_at is None:
-            self._ping_at = self._sent
+        if self.ping_at is None:
+            self.ping_at = self.sent
 
-    def poll(self):
-        # never blocks: consumes what the broker sent, pings after half a quiet keepalive,
-        # raises OSError on EOF/reset or when a PINGREQ went unanswered for timeout_s
-        self._ready()
+    async def poll(self):
+        # waits for nothing: consumes what the broker sent (a packet once begun is read whole,
+        # bounded), pings after half a quiet keepalive, and raises OSError on EOF/reset or when
+        # a PINGREQ went unanswered for timeout_s
+        self.ready()
+        c = self.c
         try:
             for _ in range(16):  # bounded: a chatty broker cannot keep us here
-                if self._recv(False) is None:
-                    break
-            if self._ping_at is not None:
-                _late(self._ping_at, "PINGRESP", self.timeout_s)
+                if not c.pending:
+                    data = await c.step(c.r, 256, False)
+                    if data is None:
+                        break
+                    if not data:
+                        raise OSError(ECONNRESET, "MQTT connection closed by the broker")
+                    c.pending = data
+                c.due(0)
+                await self.recv()
+            if self.ping_at is not None and \
+                    ticks_diff(ticks_ms(), self.ping_at) > self.a[7] * 1000:
+                raise OSError(ETIMEDOUT, "MQTT PINGRESP timed out")
         except BaseException:
             self.close()
             raise
-        if self.keepalive and ticks_diff(ticks_ms(), self._sent) >= self.keepalive * 500:
-            self.ping()
+        if self.a[5] and ticks_diff(ticks_ms(), self.sent) >= self.a[5] * 500:
+            await self.ping()
 
-    def disconnect(self):
+    async def disconnect(self):
         # DISCONNECT (the broker then drops the will), then close
-        self._ready()
+        self.ready()
         try:
-            self._rw(b"\xe0\x00")
+            await self.send(0xE0, b"")
         finally:
             self.close()
+
+    def close(self):
+        # close without DISCONNECT: the broker publishes the will
+        c, self.c = self.c, None
+        if c:
+            c.close()
+
+    def ready(self):
+        if self.c is None:
+            raise OSError(ENOTCONN, "MQTT not connected")
+
+    async def send(self, first, body):
+        # one packet: fixed header (type, remaining length) and body in one write
+        n = len(body)
+        h = bytearray((first,))
+        while True:
+            h.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                break
+        self.c.due(len(body))
+        await self.c.send(h + body)
+        self.sent = ticks_ms()
+
+    async def ack(self, kind, pid):
+        # reads packets until one of `kind` (with packet id `pid` if given); its 2-byte value
+        while True:
+            k, v = await self.recv()
+            if k == kind and pid in (None, v):
+                return v
+
+    async def recv(self):
+        # one whole packet -> (type, value of a 2-byte body such as CONNACK's or PUBACK's,
+        # else None); a PINGRESP clears the ping; anything else is read and dropped
+        c = self.c
+        kind = (await c.read(1))[0] & 0xF0
+        n = shift = 0
+        while True:
+            k = (await c.read(1))[0]
+            n |= (k & 0x7F) << shift
+            if k < 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise MQTTError(0, "malformed remaining length")
+        if kind == 0xD0:  # PINGRESP
+            self.ping_at = None
+        v = None
+        while n:
+            data = await c.read(min(n, 64))
+            if n == len(data) == 2:
+                v = data[0] << 8 | data[1]
+            n -= len(data)
+        return kind, v
