@@ -162,6 +162,22 @@ def check(raw):
     return cfg
 
 
+def boot(argv):
+    # main.py's start (here because this module is dropped after boot): the options and the
+    # config -> (cfg, once), or 2 after printing every problem
+    for a in argv:
+        if a[:2] == "--" and a != "--once":
+            print("huddle: unknown option " + a)
+            return 2
+    args = [a for a in argv if a[:2] != "--"]
+    try:
+        return load(args[0] if args else "device.json"), "--once" in argv
+    except ConfigError as e:
+        for line in str(e).split("\n"):
+            print("huddle: " + line)
+        return 2
+
+
 def load(path):
     import json
     try:

@@ -1,7 +1,7 @@
 # Staging a new version in `DIR/.stage/`, beside the running one.
 #
 # A file whose SHA-256 matches the running version's file at the same path is copied locally,
-# every other one is streamed from `blobs/<sha256>` through the agent's one 512-byte buffer
+# every other one is streamed from `blobs/<sha256>` through the agent's one 1 KB buffer
 # straight into its file, its size and SHA-256 checked as the bytes arrive. Free space is
 # checked before the first byte. Any failure raises with the reason and leaves the running
 # version untouched (the staging leftovers go at the next cleanup); huddle_store.switch then
@@ -30,7 +30,7 @@ async def stage(a, url, size):
     url = a.cfg["manifest"]
     url = url[:url.rfind("/") + 1] + "blobs/"
     got = copied = 0
-    buf = a.m[13]  # the agent's chunk buffer
+    buf = a.m[13] = a.m[13] or bytearray(1024)  # the agent's chunk buffer (see launch)
     mv = memoryview(buf)
     with open(tmp, "rb") as f:
         while True:

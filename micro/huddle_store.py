@@ -28,9 +28,10 @@ def load(a, cfg):
     a.cfg = cfg
     root = a.root = cfg["dir"]
     # the agent's slots (huddle_agent.Agent.m); 13: the one chunk buffer of every download
-    # and copy (huddle_stage)
+    # and copy (huddle_stage), allocated now, low in the empty heap; `launch` lends its 1 KB to
+    # the app's compile
     a.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5,
-           bytearray(512), False]
+           bytearray(1024), False]
     makedirs(root)
     p = read_json(join(root, "huddle.json"))
     if isinstance(p, dict) and isinstance(p.get("active"), str) \
@@ -116,7 +117,11 @@ def launch(a):
     a.path = join(a.root, a.active)
     m[3] = set(sys.modules)
     sys.path.insert(0, a.path)
-    gc.collect()  # the app compiles now: give it the biggest free blocks
+    # the app compiles now. MicroPython's parser starts every compile with a 1 KB stack (64
+    # rules) that a heap fragmented by the agent's run may not have in one piece: the chunk
+    # buffer's block is lent to it, and the buffer is allocated again once the compile is over
+    m[13] = None
+    gc.collect()
     try:
         r = __import__(cfg["main"]).main()
         if hasattr(r, "send") and hasattr(r, "throw"):
@@ -133,4 +138,8 @@ def launch(a):
             m[7] = True
     except Exception as e:  # the app's own failure, to be reported and counted
         a.error = "%s at start: %s" % (type(e).__name__, e)
+    try:
+        m[13] = bytearray(1024)
+    except MemoryError:  # huddle_stage tries again when it needs it
+        pass
     a.note()

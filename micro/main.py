@@ -16,24 +16,17 @@ except ImportError:  # CPython
 
 
 def main(argv):
-    for a in argv:
-        if a[:2] == "--" and a != "--once":
-            print("huddle: unknown option " + a)
-            return 2
-    args = [a for a in argv if a[:2] != "--"]
     import gc
     import huddle_config
     try:
-        cfg = huddle_config.load(args[0] if args else "device.json")
-    except huddle_config.ConfigError as e:
-        for line in str(e).split("\n"):
-            print("huddle: " + line)
-        return 2
+        cfg = huddle_config.boot(argv)  # options and config checked, or 2 (all problems shown)
     finally:
         del sys.modules["huddle_config"]  # needed once only: give its RAM back
         del huddle_config
         gc.collect()
-    once = "--once" in argv
+    if cfg == 2:
+        return 2
+    cfg, once = cfg
     # every agent module is compiled now, while the heap is still empty and unfragmented, and
     # kept: later only the app is compiled
     # each with what it imports, in the order measured to need the smallest heap (the HTTP
@@ -44,6 +37,7 @@ def main(argv):
     for name in names:
         __import__(name)
         gc.collect()
+    del names
     import asyncio
     from huddle_agent import Agent
     agent = Agent(cfg)

@@ -6,8 +6,8 @@
 # bounded steps as every HTTP request), so a slow or dead broker never stalls the agent's
 # loop: the app and the health checks run while it waits. Each call is bounded by timeout_s
 # (plus the size of what it sends at a floor rate); a dead connection (EOF, reset, a PINGREQ
-# left unanswered) is an OSError, a refusal an MQTTError carrying the CONNACK code, and any
-# error closes the connection (connect() again starts afresh). Retries and their backoff are
+# left unanswered) is an OSError, a refusal one with errno ECONNREFUSED and the CONNACK code in
+# its message, a broken protocol one with errno EIO, and any error closes the connection (connect() again starts afresh). Retries and their backoff are
 # the caller's; broker URLs are parsed by huddle_config at boot.
 # Memory: one module, one class, few names; TLS, sockets and timeouts are huddle_http's.
 from errno import ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
@@ -20,14 +20,6 @@ except ImportError:  # CPython
     from huddle_cpy import const
 
 _MAX_LEN = const(268435455)  # the largest remaining length (four varint bytes)
-
-
-class MQTTError(OSError):
-    # `code`: a refusal's CONNACK return code (errno ECONNREFUSED), or 0 for a broken
-    # protocol (errno EIO)
-    def __init__(self, code, reason):
-        super().__init__(ECONNREFUSED if code else EIO, "MQTT %s (%d)" % (reason, code))
-        self.code = code
 
 
 def _field(s):
@@ -72,7 +64,7 @@ class MQTTClient:
             c.due(0)
             v = await self.ack(0x20, None)
             if v & 0xFF:
-                raise MQTTError(v & 0xFF, "connection refused")
+                raise OSError(ECONNREFUSED, "MQTT connection refused (code %d)" % (v & 0xFF))
             return bool(v & 0x100)
         except BaseException:
             self.close()
@@ -184,7 +176,7 @@ class MQTTClient:
                 break
             shift += 7
             if shift > 21:
-                raise MQTTError(0, "malformed remaining length")
+                raise OSError(EIO, "MQTT malformed remaining length")
         if kind == 0xD0:  # PINGRESP
             self.ping_at = None
         v = None
