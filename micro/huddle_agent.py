@@ -30,7 +30,7 @@ from huddle_store import load, launch
 # 0 MQTT client, 1 retry_ms (no connect before), 2 app task, 3 sys.modules before the app,
 # 4 heap peak, 5 failed connects in a row, 6 connected, 7 the app finished its work,
 # 8 boot ticks_ms, 9 status topic, 10 offline status, 11 "connected" log line, 12 retry cap (s),
-# 14 a change to report
+# 13 a change to report
 
 
 class Agent:
@@ -73,10 +73,10 @@ class Agent:
             while True:
                 # a status every heartbeat, and within 0.1 s of a change (note); without MQTT
                 # there is nothing to do here
-                m[14] = False
+                m[13] = False
                 await self.report()
                 t = ticks_ms()
-                while not m[14] and ticks_diff(ticks_ms(), t) < cfg["heartbeat"] * 1000:
+                while not m[13] and ticks_diff(ticks_ms(), t) < cfg["heartbeat"] * 1000:
                     await asyncio.sleep(0.1 if m[0] else cfg["heartbeat"])
         finally:
             for t in tasks:
@@ -91,11 +91,11 @@ class Agent:
                     c.close()
 
     def note(self, error=None):
-        # records an error; the status goes out at once (run's loop sees m[14])
+        # records an error; the status goes out at once (run's loop sees m[13])
         if error:
             self.last_error = error
             log(error)
-        self.m[14] = True
+        self.m[13] = True
 
     async def report(self):
         # publishes the status (retained, QoS 1) and reads what the broker sent; a broker that

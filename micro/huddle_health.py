@@ -4,14 +4,12 @@
 # checks after `grace`; a version on trial (not yet good) that fails is rolled back
 # (huddle_store.back) and its commit is never installed again; a good version that fails is
 # restarted with capped exponential backoff. The trial ends, and the commit becomes good, after
-# grace + retries x interval. `probe` is the configured check: an HTTP GET whose status must be
-# accepted, or a TCP connect that sends `send` and expects `expect` in the reply; it returns
-# None or a reason.
+# grace + retries x interval. The check itself is huddle_probe's, compiled at boot only when
+# the config has one (main.py).
 import asyncio
 from random import random
 from huddle_os import ticks_ms, ticks_diff, log
 from huddle_store import back, save
-from huddle_http import get, Response
 
 
 async def supervise(a):
@@ -27,6 +25,7 @@ async def supervise(a):
         why = a.error
         if why is None and kind != "none" and age >= h["grace"]:
             t = a.started_ms
+            from huddle_probe import probe  # loaded at boot (main.py): a lookup, no compile
             why = await probe(h)
             if a.started_ms != t:  # the app was replaced (an install) or restarted meanwhile:
                 continue  # this result and age were the old one's
@@ -60,35 +59,3 @@ async def supervise(a):
                 save(a)
                 log("%s is good now" % a.commit)
                 a.note()
-
-async def probe(a):
-    # the configured check (`a`: the health config): None when healthy, else the reason.
-    # http: a GET whose status must be accepted; socket: a connect that sends `send` and
-    # expects `expect` back
-    h = a
-    t = h["timeout"]
-    try:
-        if h["type"] == "http":
-            resp = await get("http://%s:%d%s" % (h["host"], h["port"], h["path"]), t)
-            resp.close()
-            for lo, hi in h["status"]:
-                if lo <= resp.status <= hi:
-                    return None
-            return "health: HTTP %d from %s" % (resp.status, h["path"])
-        else:  # "socket" (the config checker allows nothing else here)
-            c = Response(h["host"], h["port"], t)
-            try:
-                await c.send((h["send"] or "").encode())
-                want = (h["expect"] or "").encode()
-                while want not in c.pending and len(c.pending) < 1024:
-                    data = await c.step(c.r, 256)
-                    if not data:
-                        break
-                    c.pending += data
-                if want not in c.pending:
-                    return "health: %r not received" % h["expect"]
-            finally:
-                c.close()
-    except Exception as e:  # any failure of the probe is a failed check, with its reason
-        return "health: %s: %s" % (type(e).__name__, e)
-    return None

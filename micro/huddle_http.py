@@ -24,31 +24,26 @@ except ImportError:  # CPython
 MAX_LINE = const(1024)
 MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off
 MIN_RATE = const(256)  # bytes/s: slower than this over a whole transfer is a failure
-_want = ()  # CPython TLS's "not yet" errors, once TLS was used
+_want = ()  # CPython TLS's "not yet" errors, set by huddle_tls once TLS is used
 
 
-def tls(ctx):
-    # the TLS context for a connection: None for none, True for the default (CPython verifies
-    # against the system CAs; a board has no CA store, so it encrypts and integrity comes from
-    # the manifest key and SHA-256s, or the caller passes a context that verifies), else ctx
-    if not ctx:
-        return None
-    import ssl
-    global _want
-    if hasattr(ssl, "SSLWantReadError"):  # CPython
-        _want = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
-    if ctx is True:
-        if hasattr(ssl, "create_default_context"):
-            return ssl.create_default_context()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+# the one chunk buffer of every read (`more`), download and copy (huddle_stage): no object per
+# read. `chunk` allocates it when it is first needed (after the boot's compiles, which need the
+# room) and again after huddle_store.launch has lent its block to the app's compile
+buf = None
+
+
+def chunk():
+    global buf
+    if buf is None:
+        buf = bytearray(1024)
+    return buf
 
 
 class Response:
     # an open connection (an HTTP response, or the MQTT client's connection): `status`, `length`
-    # (None if unknown), `readline`, `read`, `send`, `step`, `close`; `s` the socket, `r` its
-    # read, `w` its write, `pending` what was read beyond the last line
+    # (None if unknown), `readline`, `read`, `more`, `send`, `step`, `close`; `s` the socket,
+    # `ri` its read-into, `w` its write, `pending` what was read and not yet taken
     pending = b""
     status = 0
     length = end = None
@@ -76,7 +71,7 @@ class Response:
             s.close()
             raise
         # MicroPython's TLS socket has only the stream methods (None: not yet)
-        self.r = getattr(s, "recv", None) or s.read
+        self.ri = getattr(s, "recv_into", None) or s.readinto
         self.w = getattr(s, "send", None) or s.write
 
     def due(self, nbytes=None):
@@ -115,25 +110,30 @@ class Response:
             if i >= 0:
                 self.pending = p[i + 1:]
                 return p[:i]
-            self.due()
-            data = await self.step(self.r, 256)
-            if not data:
+            if not await self.more():
                 if p:
                     raise OSError("truncated: the last line has no newline")
                 return None
-            self.pending = p + data
 
     async def read(self, n):
         # exactly n bytes; the stream ending before them is an OSError
         while len(self.pending) < n:
-            self.due()
-            data = await self.step(self.r, 256)
-            if not data:
+            if not await self.more():
                 raise OSError(ECONNRESET, "connection closed by the peer")
-            self.pending += data
         data = self.pending
         self.pending = data[n:]
         return data[:n]
+
+    async def more(self, wait=True):
+        # appends what the socket has (up to 256 bytes) to `pending`: its count, 0 at the end
+        # of the stream; not `wait`: one try, None when nothing came yet
+        if wait:
+            self.due()
+        mv = memoryview(chunk())
+        n = await self.step(self.ri, mv[:256], wait)
+        if n:
+            self.pending += mv[:n]
+        return n
 
     async def send(self, data):
         # all of data; even b"" waits for the connect (and shows a refused one)
@@ -160,7 +160,11 @@ async def get(url, timeout_s):
     i = host.rfind(":")
     if i >= 0:
         host, port = host[:i], int(host[i + 1:])
-    resp = Response(host, port, timeout_s, tls(https))
+    ctx = None
+    if https:
+        from huddle_tls import context
+        ctx = context(True)
+    resp = Response(host, port, timeout_s, ctx)
     try:
         await resp.send(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
                         b"Connection: close\r\n\r\n" % (path.encode(), host.encode()))

@@ -1,7 +1,7 @@
 # Staging a new version in `DIR/.stage/`, beside the running one.
 #
 # A file whose SHA-256 matches the running version's file at the same path is copied locally,
-# every other one is streamed from `blobs/<sha256>` through the agent's one 1 KB buffer
+# every other one is streamed from `blobs/<sha256>` through huddle_http's one 1 KB buffer
 # straight into its file, its size and SHA-256 checked as the bytes arrive. Free space is
 # checked before the first byte. Any failure raises with the reason and leaves the running
 # version untouched (the staging leftovers go at the next cleanup); huddle_store.switch then
@@ -9,7 +9,7 @@
 import os
 from binascii import hexlify
 from hashlib import sha256
-from huddle_http import get
+from huddle_http import get, chunk
 from huddle_os import join, stat, makedirs, remove
 
 
@@ -30,7 +30,7 @@ async def stage(a, url, size):
     url = a.cfg["manifest"]
     url = url[:url.rfind("/") + 1] + "blobs/"
     got = copied = 0
-    buf = a.m[13] = a.m[13] or bytearray(1024)  # the agent's chunk buffer (see launch)
+    buf = chunk()
     mv = memoryview(buf)
     with open(tmp, "rb") as f:
         while True:
@@ -79,10 +79,8 @@ async def fetch(a, url, dest, size, sha):
                           % (url, resp.length, size))
         resp.due(size)
         h = sha256()
-        mv = memoryview(a.m[13])
+        mv = memoryview(chunk())
         got = 0
-        s = resp.s
-        ri = getattr(s, "recv_into", None) or s.readinto
         with open(dest, "wb") as f:
             while True:
                 n = len(resp.pending)
@@ -92,7 +90,7 @@ async def fetch(a, url, dest, size, sha):
                     resp.pending = resp.pending[n:]
                 else:
                     resp.due()
-                    n = await resp.step(ri, mv)
+                    n = await resp.step(resp.ri, mv)
                 if not n:
                     break
                 got += n

@@ -19,6 +19,7 @@ import asyncio
 import gc
 import os
 import sys
+import huddle_http
 from huddle_os import join, log, read_json, write_json, isdir, makedirs, remove, ticks_ms
 
 
@@ -27,11 +28,8 @@ def load(a, cfg):
     # state, then cleans up
     a.cfg = cfg
     root = a.root = cfg["dir"]
-    # the agent's slots (huddle_agent.Agent.m); 13: the one chunk buffer of every download
-    # and copy (huddle_stage), allocated now, low in the empty heap; `launch` lends its 1 KB to
-    # the app's compile
-    a.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5,
-           bytearray(1024), False]
+    # the agent's slots (huddle_agent.Agent.m)
+    a.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5, False]
     makedirs(root)
     p = read_json(join(root, "huddle.json"))
     if isinstance(p, dict) and isinstance(p.get("active"), str) \
@@ -119,8 +117,9 @@ def launch(a):
     sys.path.insert(0, a.path)
     # the app compiles now. MicroPython's parser starts every compile with a 1 KB stack (64
     # rules) that a heap fragmented by the agent's run may not have in one piece: the chunk
-    # buffer's block is lent to it, and the buffer is allocated again once the compile is over
-    m[13] = None
+    # buffer's block (huddle_http.buf) is lent to it, and allocated again once the compile is
+    # over
+    huddle_http.buf = None
     gc.collect()
     try:
         r = __import__(cfg["main"]).main()
@@ -139,7 +138,7 @@ def launch(a):
     except Exception as e:  # the app's own failure, to be reported and counted
         a.error = "%s at start: %s" % (type(e).__name__, e)
     try:
-        m[13] = bytearray(1024)
-    except MemoryError:  # huddle_stage tries again when it needs it
+        huddle_http.chunk()
+    except MemoryError:  # tried again at the next read
         pass
     a.note()

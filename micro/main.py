@@ -34,6 +34,7 @@ def main(argv):
     names = ["huddle_http"] + (["mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
     names += [] if once else ["huddle_health"]
+    names += [] if once or cfg["health"]["type"] == "none" else ["huddle_probe"]
     for name in names:
         __import__(name)
         gc.collect()

@@ -11,7 +11,7 @@
 # the caller's; broker URLs are parsed by huddle_config at boot.
 # Memory: one module, one class, few names; TLS, sockets and timeouts are huddle_http's.
 from errno import ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
-from huddle_http import Response, tls
+from huddle_http import Response
 from huddle_os import ticks_ms, ticks_diff
 
 try:
@@ -48,7 +48,10 @@ class MQTTClient:
         # CONNECT on a new connection, then CONNACK; returns the session-present flag
         self.close()
         cid, host, port, user, pw, ka, ssl, t = self.a
-        c = self.c = Response(host, port, t, tls(ssl))
+        if ssl:
+            from huddle_tls import context
+            ssl = context(ssl)
+        c = self.c = Response(host, port, t, ssl or None)
         try:
             flags = 2 | (user is not None) << 7 | (pw is not None) << 6  # 2: clean session
             body = _field(cid)
@@ -81,7 +84,7 @@ class MQTTClient:
         try:
             self.pid = pid = self.pid % 0xFFFF + 1
             await self.send(0x30 | qos << 1 | (1 if retain else 0),
-                            topic + (bytes((pid >> 8, pid & 0xFF)) if qos else b"") + msg)
+                            topic + (bytes((pid >> 8, pid & 0xFF)) if qos else b""), msg)
             if qos:
                 await self.ack(0x40, pid)
         except BaseException:
@@ -108,12 +111,11 @@ class MQTTClient:
         try:
             for _ in range(16):  # bounded: a chatty broker cannot keep us here
                 if not c.pending:
-                    data = await c.step(c.r, 256, False)
-                    if data is None:
+                    n = await c.more(False)
+                    if n is None:
                         break
-                    if not data:
+                    if not n:
                         raise OSError(ECONNRESET, "MQTT connection closed by the broker")
-                    c.pending = data
                 c.due(0)
                 await self.recv()
             if self.ping_at is not None and \
@@ -143,17 +145,20 @@ class MQTTClient:
         if self.c is None:
             raise OSError(ENOTCONN, "MQTT not connected")
 
-    async def send(self, first, body):
-        # one packet: fixed header (type, remaining length) and body in one write
-        n = len(body)
+    async def send(self, first, body, msg=b""):
+        # one packet: fixed header (type, remaining length) and body in one write, then the
+        # message (not copied)
+        n = len(body) + len(msg)
         h = bytearray((first,))
         while True:
             h.append(n & 0x7F | (0x80 if n > 0x7F else 0))
             n >>= 7
             if not n:
                 break
-        self.c.due(len(body))
+        self.c.due(len(body) + len(msg))
         await self.c.send(h + body)
+        if msg:
+            await self.c.send(msg)
         self.sent = ticks_ms()
 
     async def ack(self, kind, pid):
