@@ -23,7 +23,7 @@ import json
 import time
 from random import random
 from huddle_os import ticks_ms, ticks_diff, ticks_add, log, heap, stop
-from huddle_store import load, launch
+from huddle_store import cleanup, launch
 
 # self.m holds what only this module uses, by index (an attribute name each would cost a
 # qstr and an entry in the compiler's name table, which needs one contiguous block at boot):
@@ -38,8 +38,13 @@ class Agent:
     restarts = failures = 0
     trial = False
 
-    def __init__(self, cfg):
-        load(self, cfg)  # cfg, root, m, state, pointer, then cleanup
+    def __init__(self, cfg, commit, active, state):
+        # what huddle_config.start read from flash, then the leftovers of a kill go
+        self.cfg, self.root, self.commit, self.active, self.state = \
+            cfg, cfg["dir"], commit, active, state
+        self.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5,
+                  False]
+        cleanup(self)
 
     # the app's start lives in huddle_store, its stop and the heap sampler in huddle_os, whose
     # compile-time name tables have room for their names (this module's had not)
@@ -75,6 +80,10 @@ class Agent:
                 # there is nothing to do here
                 m[13] = False
                 await self.report()
+                for i in range(len(f)):
+                    if tasks[i].done():  # it died (a MemoryError, say): the agent goes on
+                        log("restarting a failed task")
+                        tasks[i] = asyncio.create_task(f[i](self))
                 t = ticks_ms()
                 while not m[13] and ticks_diff(ticks_ms(), t) < cfg["heartbeat"] * 1000:
                     await asyncio.sleep(0.1 if m[0] else cfg["heartbeat"])
@@ -122,7 +131,7 @@ class Agent:
             await c.publish(m[9], json.dumps(dict(zip(
                 "device state ts uptime version apps heap_peak".split(), v))), True, 1)
             await c.poll()
-        except OSError as e:
+        except (OSError, MemoryError) as e:  # either way the session may be half-written
             m[5] += 1
             delay = min(2 ** min(m[5], 8), 60, m[12]) * (0.5 + random() / 2)
             m[1] = ticks_add(ticks_ms(), int(delay * 1000))

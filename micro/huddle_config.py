@@ -163,19 +163,41 @@ def check(raw):
 
 
 def boot(argv):
-    # main.py's start (here because this module is dropped after boot): the options and the
-    # config -> (cfg, once), or 2 after printing every problem
+    # main.py's start (here because this module is dropped after boot): the options, the config
+    # and what is on flash -> (cfg, once, (commit, active, state)), or 2 after printing every
+    # problem
     for a in argv:
         if a[:2] == "--" and a != "--once":
             print("huddle: unknown option " + a)
             return 2
     args = [a for a in argv if a[:2] != "--"]
     try:
-        return load(args[0] if args else "device.json"), "--once" in argv
+        cfg = load(args[0] if args else "device.json")
     except ConfigError as e:
         for line in str(e).split("\n"):
             print("huddle: " + line)
         return 2
+    return cfg, "--once" in argv, start(cfg["dir"])
+
+
+def start(root):
+    # the pointer and the state under `root` (see huddle_store): (commit, active, state);
+    # a pointer to a missing version counts as none, and so does a previous version that is gone
+    from huddle_os import join, read_json, isdir, makedirs
+    makedirs(root)
+    commit = active = None
+    p = read_json(join(root, "huddle.json"))
+    if isinstance(p, dict) and isinstance(p.get("active"), str) \
+            and isdir(join(root, p["active"])):
+        commit, active = p.get("commit"), p["active"]
+    state = {"previous": None, "previous_commit": None, "good": None, "bad": [],
+             "last_deploy": None, "branch": None}
+    s = read_json(join(root, "state.json"))
+    if isinstance(s, dict):
+        state.update(s)
+    if not (state["previous"] and isdir(join(root, state["previous"]))):
+        state["previous"] = state["previous_commit"] = None
+    return commit, active, state
 
 
 def load(path):

@@ -79,7 +79,7 @@ class Response:
         if nbytes is not None:
             self.end = ticks_add(ticks_ms(), int((self.t + nbytes / MIN_RATE) * 1000))
         elif self.end is not None and ticks_diff(self.end, ticks_ms()) < 0:
-            raise OSError(ETIMEDOUT, "transfer too slow (below %d B/s)" % MIN_RATE)
+            raise OSError(ETIMEDOUT, "too slow (below %d B/s)" % MIN_RATE)
 
     async def step(self, f, x, wait=True):
         # f(x) on the non-blocking socket, retried until it does something (its result), for
@@ -112,7 +112,7 @@ class Response:
                 return p[:i]
             if not await self.more():
                 if p:
-                    raise OSError("truncated: the last line has no newline")
+                    raise OSError("truncated inside a line")
                 return None
 
     async def read(self, n):
@@ -175,7 +175,7 @@ async def get(url, timeout_s):
         for _ in range(48):
             line = await resp.readline()
             if line is None:
-                raise OSError("connection closed inside the headers")
+                raise OSError("closed inside the headers")
             line = line.rstrip(b"\r")
             if not line:
                 return resp

@@ -29,7 +29,7 @@ async def cycle(a):
             if commit == a.commit:
                 return "current"
             if commit in a.state["bad"]:
-                log("published commit %s was rolled back before; staying on %s"
+                log("%s is marked bad; staying on %s"
                     % (commit, a.commit))
                 return "bad"
             tmp = join(a.root, ".manifest.tmp")
@@ -44,7 +44,7 @@ async def cycle(a):
     except Exception as e:  # any failure leaves the old version: report and carry on
         a.note("sync: %s: %s" % (type(e).__name__, e))
         return "failed"
-    log("installed %s (%s): %d files downloaded, %d copied" % (commit, branch, got, copied))
+    log("installed %s: %d new, %d kept" % (commit, got, copied))
     a.last_error = None
     a.note()
     return "installed"

@@ -22,7 +22,7 @@ async def stage(a, url, size):
     st = os.statvfs(root)
     free = st[1] * st[4]  # f_frsize * f_bavail; 4 KB spare for directory entries, pointer
     if free < total + 4096:
-        raise OSError("not enough space: %d bytes needed, %d free" % (total + 4096, free))
+        raise OSError("no space: %d B needed, %d free" % (total + 4096, free))
     top = join(root, ".stage")
     remove(top)
     makedirs(top)
@@ -75,7 +75,7 @@ async def fetch(a, url, dest, size, sha):
         if resp.status != 200:
             raise OSError("HTTP %d for %s" % (resp.status, url))
         if resp.length is not None and resp.length != size:
-            raise OSError("%s: server sends %d bytes, manifest says %d"
+            raise OSError("%s: size %d, manifest says %d"
                           % (url, resp.length, size))
         resp.due(size)
         h = sha256()
@@ -95,7 +95,7 @@ async def fetch(a, url, dest, size, sha):
                     break
                 got += n
                 if got > size:
-                    raise OSError("%s: more than the %d bytes announced" % (url, size))
+                    raise OSError("%s: over the %d bytes" % (url, size))
                 h.update(mv[:n])
                 f.write(mv[:n])
                 a.heap()

@@ -1,5 +1,6 @@
-# The versions on flash, and the one pointer that says which of them runs: reading them at
-# start, switching to a staged version or back to the previous one, and cleaning up.
+# The versions on flash, and the one pointer that says which of them runs: switching to a
+# staged version or back to the previous one, and cleaning up (huddle_config.start reads them
+# at boot).
 #
 # Layout under the config's `dir`:
 #     huddle.json      {"commit": SHA, "active": NAME}: the pointer, only ever replaced by a
@@ -20,30 +21,7 @@ import gc
 import os
 import sys
 import huddle_http
-from huddle_os import join, log, read_json, write_json, isdir, makedirs, remove, ticks_ms
-
-
-def load(a, cfg):
-    # sets up the agent `a` (huddle_agent's names stay few this way), reads the pointer and the
-    # state, then cleans up
-    a.cfg = cfg
-    root = a.root = cfg["dir"]
-    # the agent's slots (huddle_agent.Agent.m)
-    a.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5, False]
-    makedirs(root)
-    p = read_json(join(root, "huddle.json"))
-    if isinstance(p, dict) and isinstance(p.get("active"), str) \
-            and isdir(join(root, p["active"])):
-        a.commit, a.active = p.get("commit"), p["active"]
-    a.state = {"previous": None, "previous_commit": None, "good": None, "bad": [],
-               "last_deploy": None, "branch": None}
-    s = read_json(join(root, "state.json"))
-    if isinstance(s, dict):
-        a.state.update(s)
-    s = a.state
-    if not (s["previous"] and isdir(join(root, s["previous"]))):
-        s["previous"] = s["previous_commit"] = None
-    cleanup(a)
+from huddle_os import join, log, write_json, remove, ticks_ms
 
 
 def cleanup(a):
@@ -70,7 +48,7 @@ def switch(a, commit, branch, ts):
     # makes the staged version the active one: a rename, then the pointer
     name = "v-" + commit[:12]
     if name == a.active:
-        raise OSError("version directory %s is already active" % name)
+        raise OSError("%s is already active" % name)
     target = join(a.root, name)
     remove(target)
     os.rename(join(a.root, ".stage"), target)

@@ -27,7 +27,7 @@ async def head(url, timeout_s):
         resp.due(resp.length or MAX_MANIFEST)
         line = await resp.readline()
         if line != b"huddle-manifest 1":
-            raise ValueError("not a huddle manifest (first line %r)" % (line or b"")[:40])
+            raise ValueError("not a huddle manifest: %r" % (line or b"")[:40])
         line = await resp.readline() or b""
         if line[:7] != b"commit " or len(line) not in (47, 71) or line[7:].strip(HEX):
             raise ValueError("bad commit line %r" % line[:80])
@@ -60,7 +60,7 @@ async def manifest(resp, key, commit, dest):
             n += 1
             size += len(line) + 1
             if size > MAX_MANIFEST or n > 2004:
-                raise ValueError("manifest too long (over %d bytes or 2000 files)"
+                raise ValueError("manifest too long (over %d B or 2000 files)"
                                  % MAX_MANIFEST)
             if sig is not None:
                 raise ValueError("data after the hmac line")
@@ -87,15 +87,15 @@ async def manifest(resp, key, commit, dest):
                     raise ValueError("unsafe path %r" % p)
             line += b"\n"
     if n < 3:
-        raise ValueError("manifest truncated after %d lines" % n)
+        raise ValueError("manifest cut after %d lines" % n)
     if mac:
         if sig is None:
-            raise ValueError("manifest is not signed (no hmac line) but a key is configured")
+            raise ValueError("manifest not signed (key set)")
         mac[1].update(mac[0].digest())
         good = hexlify(mac[1].digest())
         diff = len(good) != len(sig)
         for x, y in zip(good, sig):  # no early exit at the first difference
             diff |= x ^ y
         if diff:
-            raise ValueError("manifest hmac does not match the configured key")
+            raise ValueError("manifest hmac does not match")
     return branch, total

@@ -26,7 +26,7 @@ def main(argv):
         gc.collect()
     if cfg == 2:
         return 2
-    cfg, once = cfg
+    cfg, once, start = cfg
     # every agent module is compiled now, while the heap is still empty and unfragmented, and
     # kept: later only the app is compiled
     # each with what it imports, in the order measured to need the smallest heap (the HTTP
@@ -41,7 +41,8 @@ def main(argv):
     del names
     import asyncio
     from huddle_agent import Agent
-    agent = Agent(cfg)
+    agent = Agent(cfg, *start)
+    del start
     try:
         if once:
             from huddle_poll import cycle

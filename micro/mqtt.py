@@ -67,7 +67,7 @@ class MQTTClient:
             c.due(0)
             v = await self.ack(0x20, None)
             if v & 0xFF:
-                raise OSError(ECONNREFUSED, "MQTT connection refused (code %d)" % (v & 0xFF))
+                raise OSError(ECONNREFUSED, "MQTT connect refused (code %d)" % (v & 0xFF))
             return bool(v & 0x100)
         except BaseException:
             self.close()
@@ -115,7 +115,7 @@ class MQTTClient:
                     if n is None:
                         break
                     if not n:
-                        raise OSError(ECONNRESET, "MQTT connection closed by the broker")
+                        raise OSError(ECONNRESET, "MQTT closed by the broker")
                 c.due(0)
                 await self.recv()
             if self.ping_at is not None and \

@@ -298,7 +298,7 @@ def test_connack_refusal_is_econnrefused_with_its_code(runtime, driver, code):
     finally:
         done.set()
     assert words[:2] == ["oserror", "111"]
-    assert words[3] == f"MQTT_connection_refused_(code_{code})"
+    assert words[3] == f"MQTT_connect_refused_(code_{code})"
 
 
 @pytest.fixture
