@@ -9,7 +9,8 @@
 # `{"device": ID, "state": "offline"}`, also sent on a clean exit; URL credentials are only
 # used to connect.
 # The app (`launch` is huddle_store.launch, `stop` huddle_os.stop, bound as methods): the
-# active version's directory goes first on `sys.path`, the module named by `main`
+# active version's directory becomes the current one, "" goes first on `sys.path`, the module
+# named by `main`
 # is imported and its `main()` called. A coroutine it returns runs as a task beside the agent's
 # own; a plain return means the app has finished its work (not a failure); an exception at
 # import, in `main()` or in the task is a failure. `stop` cancels the task and forgets every
@@ -34,7 +35,7 @@ from huddle_store import cleanup, launch
 
 
 class Agent:
-    commit = active = last_error = healthy = started_ms = error = path = None
+    commit = active = last_error = healthy = started_ms = error = None
     restarts = failures = 0
     trial = False
 

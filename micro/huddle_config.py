@@ -177,13 +177,26 @@ def boot(argv):
         for line in str(e).split("\n"):
             print("huddle: " + line)
         return 2
+    if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_store.launch)
+        import os
+        cfg["dir"] = os.getcwd().rstrip("/") + "/" + cfg["dir"]
     return cfg, "--once" in argv, start(cfg["dir"])
+
+
+def read_json(path):
+    # the parsed file, or None when it is absent or torn (callers treat both as "no data")
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):  # absent, or not JSON: same as absent
+        return None
 
 
 def start(root):
     # the pointer and the state under `root` (see huddle_store): (commit, active, state);
     # a pointer to a missing version counts as none, and so does a previous version that is gone
-    from huddle_os import join, read_json, isdir, makedirs
+    from huddle_os import join, isdir, makedirs
     makedirs(root)
     commit = active = None
     p = read_json(join(root, "huddle.json"))

@@ -52,16 +52,6 @@ def remove(path):
         os.remove(path)
 
 
-def read_json(path):
-    # the parsed file, or None when it is absent or torn (callers treat both as "no data")
-    import json
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):  # absent, or not JSON: same as absent
-        return None
-
-
 def write_json(path, obj):
     import json
     tmp = path + ".tmp"
@@ -98,11 +88,12 @@ async def stop(a):
             await task
         except BaseException:  # CancelledError or the app's last words: it is stopped
             pass
-    if a.path in sys.path:
-        sys.path.remove(a.path)
-    if m[3] is not None:
+    if m[3] is not None:  # it was launched: undo huddle_store.launch's path and directory
+        if "" in sys.path:
+            sys.path.remove("")
+        os.chdir(a.root)
         for name in list(sys.modules):
             if name not in m[3]:
                 del sys.modules[name]
-    m[3] = None
+        m[3] = None
     m[7] = False

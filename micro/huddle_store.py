@@ -90,9 +90,12 @@ def launch(a):
     m[7] = False
     log("starting %s from %s%s" % (cfg["main"], a.active,
                                    " (on trial)" if a.trial else ""))
-    a.path = join(a.root, a.active)
-    m[3] = set(sys.modules)
-    sys.path.insert(0, a.path)
+    # the app runs in its version's directory, imported through "" on sys.path: MicroPython
+    # interns the name of every file it compiles for good, so "app.py" is one name for every
+    # version where a full path per version would grow the heap at each update
+    os.chdir(join(a.root, a.active))
+    m[3] = tuple(sys.modules)  # (a tuple: half the RAM of a set)
+    sys.path.insert(0, "")
     # the app compiles now. MicroPython's parser starts every compile with a 1 KB stack (64
     # rules) that a heap fragmented by the agent's run may not have in one piece: the chunk
     # buffer's block (huddle_http.buf) is lent to it, and allocated again once the compile is

@@ -27,11 +27,14 @@ def main(argv):
     if cfg == 2:
         return 2
     cfg, once, start = cfg
-    # every agent module is compiled now, while the heap is still empty and unfragmented, and
-    # kept: later only the app is compiled
-    # each with what it imports, in the order measured to need the smallest heap (the HTTP
-    # layer first, then sync before stage before poll)
+    # every agent module the config needs (TLS contexts and the health probe only when it has
+    # them) is compiled now, while the heap is still empty and unfragmented, and kept: later
+    # only the app is compiled, and no agent module is looked up in the app's directory. Each
+    # comes with what it imports, in the order measured to need the smallest heap (the HTTP
+    # layer first, then sync before stage before poll).
     names = ["huddle_http"] + (["mqtt"] if cfg["mqtt"] and not once else [])
+    tls = cfg["manifest"][:6] == "https:" or (cfg["mqtt"] and cfg["mqtt"][4] and not once)
+    names += ["huddle_tls"] if tls else []
     names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
     names += [] if once else ["huddle_health"]
     names += [] if once or cfg["health"]["type"] == "none" else ["huddle_probe"]
