@@ -163,9 +163,8 @@ def check(raw):
 
 
 def boot(argv):
-    # main.py's start (here because this module is dropped after boot): the options, the config
-    # and what is on flash -> (cfg, once, (commit, active, state)), or 2 after printing every
-    # problem
+    # main.py's first step (here because this module is dropped after boot): the options and the
+    # config -> (cfg, once), or 2 after printing every problem
     for a in argv:
         if a[:2] == "--" and a != "--once":
             print("huddle: unknown option " + a)
@@ -177,40 +176,7 @@ def boot(argv):
         for line in str(e).split("\n"):
             print("huddle: " + line)
         return 2
-    if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_store.launch)
-        import os
-        cfg["dir"] = os.getcwd().rstrip("/") + "/" + cfg["dir"]
-    return cfg, "--once" in argv, start(cfg["dir"])
-
-
-def read_json(path):
-    # the parsed file, or None when it is absent or torn (callers treat both as "no data")
-    import json
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):  # absent, or not JSON: same as absent
-        return None
-
-
-def start(root):
-    # the pointer and the state under `root` (see huddle_store): (commit, active, state);
-    # a pointer to a missing version counts as none, and so does a previous version that is gone
-    from huddle_os import join, isdir, makedirs
-    makedirs(root)
-    commit = active = None
-    p = read_json(join(root, "huddle.json"))
-    if isinstance(p, dict) and isinstance(p.get("active"), str) \
-            and isdir(join(root, p["active"])):
-        commit, active = p.get("commit"), p["active"]
-    state = {"previous": None, "previous_commit": None, "good": None, "bad": [],
-             "last_deploy": None, "branch": None}
-    s = read_json(join(root, "state.json"))
-    if isinstance(s, dict):
-        state.update(s)
-    if not (state["previous"] and isdir(join(root, state["previous"]))):
-        state["previous"] = state["previous_commit"] = None
-    return commit, active, state
+    return cfg, "--once" in argv
 
 
 def load(path):
