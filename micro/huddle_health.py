@@ -3,9 +3,10 @@
 # `supervise` wakes every health interval (an app that died is noticed then); it counts failed
 # checks after `grace`; a version on trial (not yet good) that fails is rolled back
 # (huddle_store.back) and its commit is never installed again; a good version that fails is
-# restarted with capped exponential backoff. The trial ends, and the commit becomes good, after
-# grace + retries x interval. The check itself is huddle_probe's, compiled at boot only when
-# the config has one (main.py).
+# restarted with capped exponential backoff. The trial ends after grace + retries x interval:
+# the commit becomes good if its last check passed (or no check is configured), else it is
+# rolled back as well (as the host agent does). The check itself is huddle_probe's, compiled at
+# boot only when the config has one (main.py).
 import asyncio
 from random import random
 from huddle_os import ticks_ms, ticks_diff, log
@@ -36,6 +37,8 @@ async def supervise(a):
                 a.note(why)
             if a.failures < h["retries"]:
                 why = None
+        if why is None and a.trial and age >= window and kind != "none" and not a.healthy:
+            why = "not healthy at the end of trial"  # its last check failed, or none came back
         if why:
             a.note(why)
             await a.stop()

@@ -50,6 +50,23 @@ def main():
 """
 
 
+# an app that accepts connections and never answers
+SILENT_APP = """import asyncio
+
+async def handle(r, w):
+    await r.readline()
+    await asyncio.sleep(60)
+
+async def serve():
+    async with await asyncio.start_server(handle, "127.0.0.1", {port}):
+        while True:
+            await asyncio.sleep(1)
+
+def main():
+    return serve()
+"""
+
+
 # an app that runs but never listens
 IDLE_APP = """import asyncio
 
@@ -68,12 +85,10 @@ def line_app(port: int, reply: Optional[bytes]) -> dict:
     return {"app.py": src.encode()}
 
 
-def socket_check(port: int) -> dict:
-    # the trial ends after grace + retries x interval even when the last check failed
-    # (huddle_health): an interval of 1 s keeps a busy machine from delaying the failing
-    # version's checks past the end of its trial
-    return {"type": "socket", "port": port, "send": "ping\n", "expect": "pong", "grace": 0.3,
-            "interval": 1, "retries": 2, "timeout": 1}
+def socket_check(port: int, **changes) -> dict:
+    check = {"type": "socket", "port": port, "send": "ping\n", "expect": "pong", "grace": 0.3,
+             "interval": 1, "retries": 2, "timeout": 1}
+    return dict(check, **changes)
 
 
 def ask(port: int, line: bytes) -> bytes:
@@ -146,6 +161,31 @@ def test_socket_check_keeps_the_answering_version(tmp_path, site, runtime, v2_re
         # v1 runs again and answers
         wait_for(lambda: ask(port, b"ping\n") == b"pong\n", what="v1 serving again",
                  proc=proc, log=log)
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_a_version_no_check_passed_for_is_rolled_back_at_the_end_of_its_trial(
+        tmp_path, site, runtime):
+    # each check waits out its 1 s timeout, longer than the interval: the trial window (grace
+    # + retries x interval) ends before `retries` failures are counted, and a version whose
+    # last check failed must not become good then (it did, before)
+    repo, out, server = site
+    dev = tmp_path / "device"
+    port = free_port()
+    c1 = repo.commit(line_app(port, b"pong\n"))
+    publish(repo, out)
+    check = socket_check(port, interval=0.3, retries=3, timeout=1)
+    proc, log = _start(tmp_path, server, port, runtime, health=check)
+    try:
+        wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
+        c2 = repo.commit({"app.py": SILENT_APP.format(port=port).encode()})
+        publish(repo, out)
+        wait_for(lambda: c2 in _state(dev).get("bad", []) and pointer(dev)["commit"] == c1,
+                 what="rollback of v2", proc=proc, log=log)
+        assert _state(dev)["good"] == c1
+        assert c2 + " is good now" not in log.read_text()
     finally:
         _stop(proc)
 
