@@ -59,15 +59,8 @@ class Agent:
         cfg, m = self.cfg, self.m
         if cfg["mqtt"]:
             from mqtt import MQTTClient
-            host, port, user, password, tls = cfg["mqtt"]  # parsed by huddle_config
-            m[9] = "huddle/%s/status" % cfg["device"]
-            m[10] = json.dumps({"device": cfg["device"], "state": "offline"})
-            k = int(cfg["heartbeat"] * 2) + 10  # keepalive
-            m[11] = "mqtt: connected to %s:%d" % (host, port)
-            # reconnect at least about once per heartbeat: a late status is a stale one
-            m[12] = max(5, k // 2)
-            c = m[0] = MQTTClient("huddle-" + cfg["device"], host, port, user, password, k, tls,
-                                  min(cfg["timeout"], 5))
+            a, m[9], m[10], m[11], m[12] = cfg["mqtt"]  # worked out at boot (huddle_start)
+            c = m[0] = MQTTClient(*a)
             c.set_last_will(m[9], m[10])
             await self.report()  # connects before the app takes its share of the heap
         if self.active:

@@ -10,7 +10,24 @@ def boot(b):
     if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_store.launch)
         import os
         cfg["dir"] = os.getcwd().rstrip("/") + "/" + cfg["dir"]
-    return cfg, once, start(cfg["dir"]), modules(cfg, once)
+    names = modules(cfg, once)
+    if cfg["mqtt"]:
+        cfg["mqtt"] = mqtt(cfg)
+    return cfg, once, start(cfg["dir"]), names
+
+
+def mqtt(cfg):
+    # what huddle_agent.Agent.run needs to report, worked out once: (the MQTT client's
+    # arguments, status topic, offline status (the last will), "connected" log line, reconnect
+    # cap in seconds)
+    import json
+    host, port, user, password, tls = cfg["mqtt"]  # parsed by huddle_config
+    k = int(cfg["heartbeat"] * 2) + 10  # keepalive
+    d = cfg["device"]
+    return (("huddle-" + d, host, port, user, password, k, tls, min(cfg["timeout"], 5)),
+            "huddle/%s/status" % d, json.dumps({"device": d, "state": "offline"}),
+            "mqtt: connected to %s:%d" % (host, port),
+            max(5, k // 2))  # reconnect about once per heartbeat: a late status is a stale one
 
 
 def read_json(path):
@@ -43,8 +60,8 @@ def start(root):
 
 
 def modules(cfg, once):
-    # the agent modules main.py compiles at boot: only those the config needs (TLS contexts and
-    # the health probe only when it has them; nothing is imported after boot, so no agent
+    # the agent modules main.py compiles at boot: only those the config needs (TLS contexts,
+    # the manifest HMAC and the health probe only when it has them; nothing is imported after boot, so no agent
     # module is looked up in the app's directory), each after what it imports, in the order
     # measured to need the smallest heap (the HTTP layer first, then sync before stage before
     # poll)
@@ -53,4 +70,5 @@ def modules(cfg, once):
     names += ["huddle_tls"] if tls else []
     names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
     names += [] if once else ["huddle_health"]
+    names += ["huddle_hmac"] if cfg["key"] else []
     return names + ([] if once or cfg["health"]["type"] == "none" else ["huddle_probe"])

@@ -5,12 +5,10 @@
 # manifest whole in RAM: every record is checked (each line bounded, the file bounded in lines
 # and bytes, so a manifest that never ends is cut off; paths are relative, use "/", and have no
 # empty, "." or ".." segment, no backslash and no control character, so no record can write
-# outside the staging directory), the HMAC (HMAC-SHA256: MicroPython has no `hmac`) is computed
+# outside the staging directory), the HMAC (huddle_hmac, when a key is configured) is computed
 # over every byte before the `hmac` line as it goes, and the lines are copied to a file on flash
 # for huddle_stage. An unverified "same commit" stops at `head` and can only make the device do
 # nothing; anything that would be installed is verified first.
-from binascii import hexlify
-from hashlib import sha256
 from huddle_http import get, MAX_MANIFEST
 
 HEX = b"0123456789abcdef"
@@ -40,12 +38,9 @@ async def head(url, timeout_s):
 async def manifest(resp, key, commit, dest):
     # the rest of the manifest, checked, copied to `dest`; -> (branch, total bytes of files)
     mac = None
-    if key:
-        k = key.encode()
-        if len(k) > 64:
-            k = sha256(k).digest()
-        k += bytes(64 - len(k))
-        mac = sha256(bytes(b ^ 0x36 for b in k)), sha256(bytes(b ^ 0x5C for b in k))
+    if key:  # huddle_hmac is compiled at boot when the config has a key
+        from huddle_hmac import begin, verify
+        mac = begin(key)
     line = b"huddle-manifest 1\ncommit " + commit.encode() + b"\n"
     branch = sig = None
     n, total, size = 2, 0, len(line)
@@ -89,13 +84,5 @@ async def manifest(resp, key, commit, dest):
     if n < 3:
         raise ValueError("manifest cut after %d lines" % n)
     if mac:
-        if sig is None:
-            raise ValueError("manifest not signed (key set)")
-        mac[1].update(mac[0].digest())
-        good = hexlify(mac[1].digest())
-        diff = len(good) != len(sig)
-        for x, y in zip(good, sig):  # no early exit at the first difference
-            diff |= x ^ y
-        if diff:
-            raise ValueError("manifest hmac does not match")
+        verify(mac, sig)
     return branch, total
