@@ -42,7 +42,9 @@ async def supervise(a):
         if why:
             a.note(why)
             await a.stop()
-            if a.trial:
+            # a MemoryError may be the agent's fragmented heap rather than the version: it gets
+            # three restarts (with backoff) before it counts against a version on trial
+            if a.trial and (why[:11] != "MemoryError" or a.crashes >= 3):
                 if back(a, why):
                     a.launch()
                     continue
