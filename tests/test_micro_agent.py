@@ -194,3 +194,30 @@ def test_broker_down_never_stops_updates(tmp_path, site, broker):
             sub.close()
     finally:
         _stop(proc)
+
+
+def test_a_version_out_of_memory_at_start_is_retried_then_rolled_back(tmp_path, site):
+    # a MemoryError at start may be the agent's fragmented heap rather than the version, so a
+    # version on trial gets three restarts first; one that never fits is still rolled back
+    repo, out, server = site
+    dev = tmp_path / "device"
+    port = free_port()
+    c1 = repo.commit(app(port, version=1))
+    publish(repo, out)
+    proc, log = _start(tmp_path, server, port)
+    try:
+        wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
+        v2 = app(port, version=2)
+        v2["app.py"] = b"raise MemoryError('too big for this board')\n" + v2["app.py"]
+        c2 = repo.commit(v2)
+        publish(repo, out)
+        wait_for(lambda: c2 in _state(dev).get("bad", []) and pointer(dev)["commit"] == c1,
+                 what="rollback of " + c2, proc=proc, log=log)
+        text = log.read_text()
+        assert text.count("starting app from v-" + c2[:12]) == 4, text
+        assert text.count("rolling back " + c2) == 1
+        wait_for(lambda: _state(dev).get("good") == c1 and "starting app from v-" + c1[:12]
+                 in log.read_text().split("rolling back")[-1], what="v1 again", proc=proc,
+                 log=log)
+    finally:
+        _stop(proc)
