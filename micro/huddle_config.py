@@ -59,15 +59,22 @@ def parse_url(url):
         for i, s in enumerate(rest[:at].split(":", 1)):
             s = s.split("%")
             out = bytearray(s[0].encode())
-            for p in s[1:]:  # a bad escape is a ValueError from int()
-                out.append(int(p[:2], 16))
+            for p in s[1:]:
+                try:
+                    out.append(int(p[:2], 16))
+                except ValueError:  # int()'s own message would show part of a secret
+                    raise ValueError("bad %-escape in the user or password")
                 out.extend(p[2:].encode())
-            cred[i] = out.decode()
+            try:
+                cred[i] = out.decode()
+            except ValueError:  # (UnicodeError) its message would show bytes of a secret
+                raise ValueError("user or password is not UTF-8")
         rest = rest[at + 1:]
     port = 8883 if tls else 1883
     i = rest.rfind(":")
     if i > rest.rfind("]"):  # a port, not a colon inside an [IPv6] literal
-        rest, port = rest[:i], int(rest[i + 1:])
+        rest, port = rest[:i], rest[i + 1:]
+        port = int(port) if port.isdigit() else 0
     host = rest[1:-1] if rest[:1] == "[" else rest
     if not host or not 0 < port < 65536 or [c for c in "/?#@[] " if c in host]:
         raise ValueError("bad host or port")
