@@ -40,7 +40,7 @@ class Agent:
     trial = False
 
     def __init__(self, cfg, commit, active, state):
-        # what huddle_config.start read from flash, then the leftovers of a kill go
+        # what huddle_start read from flash; then the leftovers of a kill go
         self.cfg, self.root, self.commit, self.active, self.state = \
             cfg, cfg["dir"], commit, active, state
         self.m = [None, None, None, None, 0, 0, False, False, ticks_ms(), None, None, None, 5,
