@@ -5,12 +5,13 @@
 # dict with defaults filled in and durations in seconds (floats), which costs less RAM on a
 # board than a class per section. Keys: device, manifest, dir, minimum, maximum, main, and
 # optional mqtt, key, health (as in the host's app config), timeout (network steps, seconds),
-# heartbeat (MQTT status interval, seconds), debug (sample heap use). The `mqtt` URL is parsed
-# here, once (this module is dropped after boot), into (host, port, user, password, tls).
+# heartbeat (MQTT status interval, seconds), debug (sample heap use), ca (a PEM or DER file of
+# the CA certificates TLS trusts). The `mqtt` URL is parsed here, once (this module is dropped
+# after boot), into (host, port, user, password, tls); huddle_start reads the `ca` file.
 
 REQUIRED = ("device", "manifest", "dir", "minimum", "maximum", "main")
 OPTIONAL = {"mqtt": None, "key": None, "health": None, "timeout": 10.0,
-            "heartbeat": 60.0, "debug": False}
+            "heartbeat": 60.0, "debug": False, "ca": None}
 HEALTH = {"type": "none", "host": "127.0.0.1", "port": None, "path": "/", "status": "200-399",
           "send": None, "expect": None, "interval": 10.0, "timeout": 3.0, "retries": 3,
           "grace": 10.0}
@@ -153,8 +154,9 @@ def check(raw):
         except (ValueError, AttributeError) as e:  # AttributeError: not a string
             bad.append(("mqtt", "must be an mqtt:// or mqtts:// URL (%s)"
                         % (e if isinstance(u, str) else "not a string")))
-    if cfg["key"] is not None and (not isinstance(cfg["key"], str) or not cfg["key"]):
-        bad.append(("key", "must be a non-empty string"))
+    for k in ("key", "ca"):  # ca: a file's path, which huddle_start reads
+        if cfg[k] is not None and (not isinstance(cfg[k], str) or not cfg[k]):
+            bad.append((k, "must be a non-empty string"))
     for k in ("minimum", "maximum", "timeout", "heartbeat"):
         if k in cfg and (not _number(cfg[k]) or cfg[k] <= 0):
             bad.append((k, "must be a number > 0"))
@@ -171,19 +173,20 @@ def check(raw):
 
 def boot(argv):
     # main.py's first step (here because this module is dropped after boot): the options and the
-    # config -> (cfg, once), or 2 after printing every problem
+    # config -> (cfg, once, its path), or 2 after printing every problem
     for a in argv:
         if a[:2] == "--" and a != "--once":
             print("huddle: unknown option " + a)
             return 2
     args = [a for a in argv if a[:2] != "--"]
+    path = args[0] if args else "device.json"
     try:
-        cfg = load(args[0] if args else "device.json")
+        cfg = load(path)
     except ConfigError as e:
         for line in str(e).split("\n"):
             print("huddle: " + line)
         return 2
-    return cfg, "--once" in argv
+    return cfg, "--once" in argv, path
 
 
 def load(path):

@@ -1,16 +1,27 @@
 # What the agent starts from, read once at boot: main.py compiles this module after the config
 # checker, calls `boot` and forgets it. The pointer and the state on flash (their layout is
-# huddle_store's), and which agent modules to compile.
+# huddle_store's), which agent modules to compile, and the TLS context of the config's `ca`.
 from huddle_os import join, isdir, makedirs
 
 
 def boot(b):
-    # (cfg, once) from huddle_config.boot -> (cfg, once, (commit, active, state), names)
-    cfg, once = b
+    # (cfg, once, config path) from huddle_config.boot -> (cfg, once, (commit, active, state),
+    # names), or 2 when the `ca` is unusable; main.py gives huddle_tls the context
+    # cfg["ca"] (None when the config has no `ca` or uses no TLS)
+    cfg, once, path = b
     if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_store.launch)
         import os
         cfg["dir"] = os.getcwd().rstrip("/") + "/" + cfg["dir"]
     names = modules(cfg, once)
+    if cfg["ca"]:  # a config error when nothing would verify with it, or it is unusable
+        try:
+            if not (cfg["manifest"][:6] == "https:" or cfg["mqtt"] and cfg["mqtt"][4]):
+                raise ValueError("needs an https:// manifest or an mqtts:// broker to verify")
+            # (--once reports nothing over mqtts: no TLS, no context)
+            cfg["ca"] = tls_context(cfg["ca"]) if "huddle_tls" in names else None
+        except ValueError as e:
+            print("huddle: %s: ca: %s" % (path, e))
+            return 2
     if cfg["mqtt"]:
         cfg["mqtt"] = mqtt(cfg)
     return cfg, once, start(cfg["dir"]), names
@@ -28,6 +39,43 @@ def mqtt(cfg):
             "huddle/%s/status" % d, json.dumps({"device": d, "state": "offline"}),
             "mqtt: connected to %s:%d" % (host, port),
             max(5, k // 2))  # reconnect about once per heartbeat: a late status is a stale one
+
+
+def tls_context(path):
+    # the CA certificate(s) of a PEM or DER file -> a TLS client context that verifies servers
+    # against them (and their names: huddle_http passes server_hostname); ValueError (the
+    # reason) when the file cannot be read or holds no usable certificate
+    import ssl
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError("cannot read %s: %s" % (path, e))
+    ders = [data]
+    try:
+        if b"-----BEGIN" in data:  # PEM: the base64 between each BEGIN/END CERTIFICATE pair
+            from binascii import a2b_base64
+            ders, b64 = [], None
+            for line in data.split(b"\n"):
+                line = line.strip()
+                if line == b"-----BEGIN CERTIFICATE-----":
+                    b64 = []
+                elif line == b"-----END CERTIFICATE-----" and b64 is not None:
+                    ders.append(a2b_base64(b"".join(b64)))
+                    b64 = None
+                elif b64 is not None:
+                    b64.append(line)
+        if not ders or not ders[0]:
+            raise ValueError("no certificate")
+        if hasattr(ssl, "create_default_context"):  # CPython
+            return ssl.create_default_context(cadata=b"".join(ders))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        for der in ders:
+            ctx.load_verify_locations(cadata=der)
+        return ctx
+    except (ValueError, OSError) as e:  # binascii, mbedtls (ValueError) or OpenSSL (SSLError)
+        raise ValueError("%s: not a PEM or DER CA certificate (%s)" % (path, e))
 
 
 def read_json(path):
@@ -61,10 +109,10 @@ def start(root):
 
 def modules(cfg, once):
     # the agent modules main.py compiles at boot: only those the config needs (TLS contexts,
-    # the manifest HMAC and the health probe only when it has them; nothing is imported after boot, so no agent
-    # module is looked up in the app's directory), each after what it imports, in the order
-    # measured to need the smallest heap (the HTTP layer first, then sync before stage before
-    # poll)
+    # the manifest HMAC and the health probe only when it has them; nothing is imported after
+    # boot, so no agent module is looked up in the app's directory), each after what it
+    # imports, in the order measured to need the smallest heap (the HTTP layer first, then sync
+    # before stage before poll)
     tls = cfg["manifest"][:6] == "https:" or (cfg["mqtt"] and cfg["mqtt"][4] and not once)
     names = ["huddle_http"] + (["mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_tls"] if tls else []

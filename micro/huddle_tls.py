@@ -1,19 +1,28 @@
 # TLS contexts for huddle_http's connections (https manifests, mqtts), in a module of its own
-# so that a device that never uses TLS never compiles nor keeps it; the first https request or
-# mqtts connect imports it.
+# so that a device that never uses TLS never compiles nor keeps it; main.py compiles it at boot
+# when the config uses TLS.
 import ssl
 import huddle_http
 
+# the context `True` stands for, kept for every connection: the one huddle_config made from
+# the config's `ca` file (main.py sets it; it verifies the server against those CAs and its
+# name), else the default one made on first use
+default = None
+
 
 def context(ctx):
-    # the TLS context for a connection: True gives the default one (CPython verifies against
-    # the system CAs; a board has no CA store, so it encrypts, and integrity comes from the
-    # manifest key and SHA-256s), a context object (one that verifies) is used as it is
+    # the TLS context for a connection: True gives the default one (with no `ca`, CPython
+    # verifies against the system CAs; a board has no CA store, so it encrypts, and integrity
+    # comes from the manifest key and SHA-256s), a context object is used as it is
+    global default
     if hasattr(ssl, "SSLWantReadError"):  # CPython: its "not yet" errors for huddle_http
         huddle_http._want = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
-    if ctx is True:
+    if ctx is not True:
+        return ctx
+    if default is None:
         if hasattr(ssl, "create_default_context"):
-            return ssl.create_default_context()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+            default = ssl.create_default_context()
+        else:
+            default = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            default.verify_mode = ssl.CERT_NONE
+    return default

@@ -9,6 +9,11 @@ port (and CPython where it says so), against real servers on loopback.
   them (a board has no CA store: it encrypts without verifying, by design); CPython verifies
   and refuses, leaving the old version; with a `key`, an unsigned or wrongly signed manifest
   is refused over that unverified TLS (the HMAC is what protects integrity there).
+- A private CA (config `ca`, PEM, DER or a bundle): both runtimes install from an HTTPS site
+  whose certificate it signed, refuse one it did not sign or that is for another name (before
+  any request; the old version stays), and report to an mqtts broker only when it vouches for
+  it. A `ca` that is not a non-empty string, unreadable, not a certificate, or set without
+  any TLS to verify is a config error (exit 2, one `FILE: ca: reason` line).
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from tests.microutil import (ManifestServer, Repo, pointer, publish, run_micro,
                              version_files, wait_for)
 from tests.mosquitto import free_port
 from tests.test_micro_agent import _start, _state, _stop
-from tests.test_micro_sync import V1, V2, _assert_still_v1, _install_v1
+from tests.test_micro_mqtt import Watcher, tls_broker  # noqa: F401  (a fixture)
+from tests.test_micro_sync import V1, V2, _assert_still_v1, _config, _install_v1
 
 # an app whose main() returns a coroutine serving one line per connection, answered by REPLY;
 # the same code on MicroPython's asyncio and CPython's
@@ -106,15 +112,13 @@ def ask(port: int, line: bytes) -> bytes:
         return b""
 
 
-@pytest.fixture
-def tls_site(tmp_path):
-    """Like conftest's `site`, over HTTPS with a self-signed certificate for 127.0.0.1:
-    (repo, out, server, manifest URL)."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+def _openssl(cwd, *args):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _serve_tls(tmp_path, cert, key):
+    """Like conftest's `site`, over HTTPS with `cert`: (repo, out, server, manifest URL); the
+    caller stops the server."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
     repo = Repo(tmp_path / "repo")
@@ -131,8 +135,42 @@ def tls_site(tmp_path):
 
     server.httpd.handle_error = handle_error
     server.start()
-    yield repo, out, server, f"https://127.0.0.1:{server.port}/manifest.txt"
-    server.stop()
+    return repo, out, server, f"https://127.0.0.1:{server.port}/manifest.txt"
+
+
+@pytest.fixture
+def tls_site(tmp_path):
+    """Over HTTPS with a self-signed certificate for 127.0.0.1: (repo, out, server, URL)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    _openssl(tmp_path, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+             "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1")
+    site = _serve_tls(tmp_path, cert, key)
+    yield site
+    site[2].stop()
+
+
+@pytest.fixture
+def ca_site(tmp_path):
+    """Over HTTPS with a certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1) signed by a
+    private CA: (repo, out, server, URL, pki directory). In the pki directory: ca.pem (that
+    CA), ca.der (the same in DER), other.pem (another CA, which signed nothing here) and
+    bundle.pem (other.pem then ca.pem)."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    for name in ("ca", "other"):
+        _openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key",
+                 "-out", name + ".pem", "-days", "2", "-subj", "/CN=huddle test " + name)
+    _openssl(d, "x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der")
+    (d / "bundle.pem").write_text((d / "other.pem").read_text() + (d / "ca.pem").read_text())
+    _openssl(d, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+             "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl(d, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext")
+    site = _serve_tls(tmp_path, d / "server.pem", d / "server.key")
+    yield (*site, d)
+    site[2].stop()
 
 
 @pytest.mark.parametrize("v2_reply,reason", [(b"nope\n", "'pong' not received"),
@@ -219,3 +257,112 @@ def test_key_guards_unverified_https(tmp_path, tls_site, publish_key, reason):
     publish(repo, out, key=publish_key)
     refused = run_micro("micropython", cfg, "--once")
     _assert_still_v1(tmp_path, c1, refused, reason)
+
+
+@pytest.mark.parametrize("ca", ["ca.pem", "ca.der", "bundle.pem"])
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_ca_verifies_the_manifest_server_and_installs(tmp_path, ca_site, runtime, ca):
+    # the same config on both runtimes: PEM, DER, or a PEM bundle with the right CA among others
+    repo, out, server, url, pki = ca_site
+    c1 = repo.commit(V1)
+    publish(repo, out)
+    cfg = _config(tmp_path, server, manifest=url, ca=str(pki / ca))
+    done = run_micro(runtime, cfg, "--once")
+    assert done.returncode == 0, done.stdout
+    dev = tmp_path / "device"
+    assert pointer(dev)["commit"] == c1
+    assert version_files(dev) == V1
+    assert any("/blobs/" in p for p in server.requests)  # the files came over https
+
+
+@pytest.mark.parametrize("case", ["another CA", "another name"])
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_ca_refuses_a_server_it_does_not_vouch_for(tmp_path, ca_site, runtime, case):
+    # v1 is installed over verified https; then the device trusts another CA only (or asks
+    # for a name the certificate does not carry): v2 is refused before any request, v1 stays
+    repo, out, server, url, pki = ca_site
+    c1 = repo.commit(V1)
+    publish(repo, out)
+    assert run_micro(runtime, _config(tmp_path, server, manifest=url,
+                                      ca=str(pki / "ca.pem")), "--once").returncode == 0
+    repo.commit(V2)
+    publish(repo, out)
+    server.requests.clear()
+    if case == "another CA":
+        cfg = _config(tmp_path, server, manifest=url, ca=str(pki / "other.pem"))
+    else:  # localhost is 127.0.0.1, but the certificate is for IP:127.0.0.1 only
+        cfg = _config(tmp_path, server, manifest=url.replace("127.0.0.1", "localhost"),
+                      ca=str(pki / "ca.pem"))
+    refused = run_micro(runtime, cfg, "--once")
+    reason = {"micropython": "TLS handshake failed", "cpython": "CERTIFICATE_VERIFY_FAILED"}
+    _assert_still_v1(tmp_path, c1, refused, reason[runtime])
+    why = {"another CA": ("not correctly signed", "unable to get local issuer"),
+           "another name": ("Common Name", "Hostname mismatch")}[case]
+    assert why[runtime == "cpython"] in refused.stdout
+    assert "Traceback" not in refused.stdout
+    assert server.requests == []  # not even the manifest was asked for
+
+
+@pytest.mark.parametrize("value,reason", [
+    (5, "ca: must be a non-empty string"),
+    ("", "ca: must be a non-empty string"),
+    (["ca.pem"], "ca: must be a non-empty string"),
+    ("missing.pem", "ca: cannot read"),
+    ("garbage.pem", "ca: {pki}/garbage.pem: not a PEM or DER CA certificate"),
+    ("empty.pem", "ca: {pki}/empty.pem: not a PEM or DER CA certificate"),
+    ("ca.pem+http", "ca: needs an https:// manifest or an mqtts:// broker"),
+])
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_a_bad_ca_is_a_config_error(tmp_path, ca_site, runtime, value, reason):
+    repo, out, server, url, pki = ca_site
+    (pki / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
+                                     "-----END CERTIFICATE-----\n")
+    (pki / "empty.pem").write_text("")
+    manifest = url
+    if value == "ca.pem+http":
+        value, manifest = "ca.pem", server.url
+    if isinstance(value, str) and value:
+        value = str(pki / value)
+    cfg = _config(tmp_path, server, manifest=manifest, ca=value)
+    bad = run_micro(runtime, cfg, "--once")
+    assert bad.returncode == 2, bad.stdout
+    lines = [ln for ln in bad.stdout.splitlines() if ln.startswith("huddle: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"huddle: {cfg}: "), bad.stdout
+    assert reason.format(pki=pki) in lines[0], bad.stdout
+    assert "Traceback" not in bad.stdout
+    assert not (tmp_path / "device").exists() and server.requests == []
+
+
+@pytest.mark.parametrize("trusted", ["broker's CA", "another CA"])
+@pytest.mark.parametrize("runtime", ["micropython", "cpython"])
+def test_ca_verifies_the_mqtts_broker(tmp_path, site, tls_broker, runtime, trusted):
+    # the agent (plain http manifest) reports to an mqtts broker whose certificate a private
+    # CA signed: it connects and publishes its status when `ca` is that CA, and never does
+    # (each try is a TLS failure in the log) when it is another one
+    broker, ca = tls_broker
+    repo, out, server = site
+    repo.commit(V1)
+    publish(repo, out)
+    if trusted == "another CA":
+        ca = str(tmp_path / "other.pem")
+        _openssl(tmp_path, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                 "other.key", "-out", ca, "-days", "2", "-subj", "/CN=huddle test other")
+    watcher = Watcher(broker, "huddle/dev1/status", ca=tls_broker[1])
+    proc, log = _start(tmp_path, server, free_port(), runtime, health={"type": "none"},
+                       mqtt=f"mqtts://localhost:{broker.port}", ca=ca, heartbeat=1)
+    try:
+        if trusted == "another CA":
+            reason = "TLS handshake failed" if runtime == "micropython" else \
+                "CERTIFICATE_VERIFY_FAILED"
+            wait_for(lambda: log.read_text().count(reason) >= 2, what="two refused connects",
+                     proc=proc, log=log)
+            assert "mqtt: connected" not in log.read_text()
+            assert watcher.quiet(1)
+        else:
+            wait_for(lambda: "mqtt: connected to localhost:" in log.read_text(),
+                     what="mqtts connect", proc=proc, log=log)
+            payload, _ = watcher.get(10)
+            assert b'"device": "dev1"' in payload and b'"state": "offline"' not in payload
+    finally:
+        _stop(proc)
+        watcher.close()
