@@ -59,7 +59,9 @@ class Response:
                 try:
                     s = self.s = ctx.wrap_socket(s, server_hostname=host)
                 except ValueError as e:  # MicroPython's way of rejecting a certificate
-                    raise OSError(ECONNABORTED, "TLS handshake failed: %s" % e)
+                    # (on one line: mbedtls's messages hold line breaks)
+                    raise OSError(ECONNABORTED, "TLS handshake failed: " + " ".join(
+                        str(e).split()))
             s.setblocking(False)
             if not ctx:
                 try:

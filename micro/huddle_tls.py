@@ -4,7 +4,7 @@
 import ssl
 import huddle_http
 
-# the context `True` stands for, kept for every connection: the one huddle_config made from
+# the context `True` stands for, kept for every connection: the one huddle_start made from
 # the config's `ca` file (main.py sets it; it verifies the server against those CAs and its
 # name), else the default one made on first use
 default = None

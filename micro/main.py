@@ -36,7 +36,7 @@ def main(argv):
         __import__(name)
         gc.collect()
     del names, name
-    if cfg["ca"]:  # the context huddle_config made from the `ca` file: TLS verifies with it
+    if cfg["ca"]:  # the context huddle_start made from the `ca` file: TLS verifies with it
         sys.modules["huddle_tls"].default = cfg["ca"]
     import asyncio
     from huddle_agent import Agent
