@@ -1,4 +1,4 @@
-"""The controller of one app: follow its branch, keep it running, judge and roll back deploys.
+"""The controller of one app: follow its branch, keep it running, put deploys on trial.
 
 Two coroutines per app share one lock: the *poller* wakes at a jittered interval (uniform in
 [minimum, maximum], or a capped backoff after failures), asks the remote for the branch's
@@ -6,11 +6,9 @@ commit in one round trip and deploys it when it moved; the *supervisor* waits fo
 comes first of the app's exit, its next health check and the end of a deploy's trial window.
 Neither ever blocks the loop: git, hooks and the app are child processes awaited by it.
 
-A deploy puts its commit *on trial*: it must stay up (and healthy, when a check is configured)
-through `grace + retries × interval`. A commit that exits or turns unhealthy on trial is rolled
-back to the last good commit and remembered as bad for good; a rollback whose own trial fails
-leaves the app stopped with the reason in state instead of flapping. Outside a trial, a crash
-or `retries` failed checks restart the app with capped exponential backoff.
+A deploy puts its commit *on trial* (huddle/trial.py decides how a trial ends: good, rolled
+back, or given up). Outside a trial, a crash or `retries` failed checks restart the app with
+capped exponential backoff.
 
 The seams (git, process factory, health check, rng) let unit tests drive this in virtual time.
 """
@@ -21,7 +19,6 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Optional
 
@@ -33,6 +30,7 @@ from huddle.hooks import append_log, run_hooks
 from huddle.process import TAG_VAR, AppProcess, find_tagged, is_same_process, rotate_log
 from huddle.report import NullReporter, Reporter
 from huddle.state import AppState
+from huddle.trial import Trial, TrialJudge
 
 log = logging.getLogger("huddle.app")
 
@@ -42,14 +40,7 @@ STABLE_AFTER_S = 60.0         # an app up this long has its crash count forgiven
 LOG_MAX_BYTES = 10 * 1024 * 1024
 
 
-@dataclass
-class Trial:
-    commit: str
-    deadline: float
-    rollback: bool  # True: this is the good commit we rolled back to
-
-
-class AppController:
+class AppController(TrialJudge):
     def __init__(self, config: AppConfig, state: AppState, *, log_dir: Path, tag: str,
                  changed: Callable[[], None] = lambda: None,
                  reporter: Reporter = NullReporter(), git: Optional[GitRepo] = None,
@@ -289,10 +280,6 @@ class AppController:
         await self.start_app(trial=True, reason="deploy")
 
     # -- running the app -----------------------------------------------------------------
-    def new_trial(self, commit: str, rollback: bool) -> Trial:
-        h = self.config.health
-        return Trial(commit, self.now() + h.grace_s + h.retries * h.interval_s, rollback)
-
     async def start_app(self, trial: bool, reason: str, rollback: bool = False) -> None:
         self.health_failures = 0
         self.state.healthy = None
@@ -404,55 +391,3 @@ class AppController:
             delay = self.restart_backoff.failed()
             self.error(f"unhealthy {h.retries} times ({detail}); restarting in {delay:.1f} s")
             await self.restart_later(delay, proc)
-
-    # -- trials and rollback -------------------------------------------------------------
-    async def judge_trial(self) -> None:
-        trial = self.trial
-        healthy = self.config.health.type == "none" or self.state.healthy is True
-        if healthy and self.proc is not None and self.proc.running:
-            self.trial = None
-            self.state.good = trial.commit
-            self.state.healthy = True
-            self.state.stopped_reason = None
-            if not trial.rollback:  # after a rollback, the error says which commit failed
-                self.state.last_error = None
-            self.event("good", f"{trial.commit[:12]} passed its health window")
-            self.changed()
-            return
-        await self.fail_trial(f"not healthy at the end of its window "
-                              f"({self.state.health_detail or 'no successful check'})")
-
-    async def fail_trial(self, reason: str) -> None:
-        trial, bad = self.trial, self.state.commit
-        self.trial = None
-        await self.stop_app("failed trial")
-        good = self.state.good
-        if trial is not None and trial.rollback:
-            self.give_up(f"rollback to {bad[:12]} failed: {reason}")
-            return
-        if bad and bad != good and bad not in self.state.bad:
-            self.state.bad.append(bad)
-        if not good or good == bad:
-            self.give_up(f"{(bad or '-')[:12]} failed ({reason}) and there is no good commit "
-                         "to roll back to")
-            return
-        self.event("rollback", f"{bad[:12]} failed ({reason}); rolling back to {good[:12]}",
-                   bad)
-        self.state.last_error = f"rolled back {bad[:12]}: {reason}"
-        try:
-            await self.git.checkout(good, self.config.repository.branch)
-            if self.config.application.install:
-                await self.run_hooks([self.config.application.install], "install", good)
-        except HuddleError as exc:
-            self.give_up(f"rollback to {good[:12]} failed: {exc}")
-            return
-        self.state.commit = good
-        self.state.deployed_at = self.wall_clock()
-        await self.start_app(trial=True, reason="rollback", rollback=True)
-
-    def give_up(self, message: str) -> None:
-        """Leave the app stopped with a clear reason; only a new commit (or an agent
-        restart) tries again."""
-        self.state.stopped_reason = message
-        self.event("error", message)
-        self.error(message + "; app left stopped")
