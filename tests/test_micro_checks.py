@@ -138,26 +138,31 @@ def _serve_tls(tmp_path, cert, key):
     return repo, out, server, f"https://127.0.0.1:{server.port}/manifest.txt"
 
 
-@pytest.fixture
-def tls_site(tmp_path):
-    """Over HTTPS with a self-signed certificate for 127.0.0.1: (repo, out, server, URL)."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    _openssl(tmp_path, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-             "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 and its key, made once per module (RSA key
+    generation is most of these tests' setup time; the files are only read)."""
+    d = tmp_path_factory.mktemp("self-signed")
+    _openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+             "-out", "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1",
              "-addext", "subjectAltName=IP:127.0.0.1")
-    site = _serve_tls(tmp_path, cert, key)
+    return d / "cert.pem", d / "key.pem"
+
+
+@pytest.fixture
+def tls_site(tmp_path, self_signed):
+    """Over HTTPS with a self-signed certificate for 127.0.0.1: (repo, out, server, URL)."""
+    site = _serve_tls(tmp_path, *self_signed)
     yield site
     site[2].stop()
 
 
-@pytest.fixture
-def ca_site(tmp_path):
-    """Over HTTPS with a certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1) signed by a
-    private CA: (repo, out, server, URL, pki directory). In the pki directory: ca.pem (that
-    CA), ca.der (the same in DER), other.pem (another CA, which signed nothing here) and
-    bundle.pem (other.pem then ca.pem)."""
-    d = tmp_path / "pki"
-    d.mkdir()
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A private CA and what it signed, made once per module (read only by the tests): ca.pem
+    (that CA), ca.der (the same in DER), other.pem (another CA, which signed nothing here),
+    bundle.pem (other.pem then ca.pem), server.pem/server.key (127.0.0.1, signed by ca.pem)."""
+    d = tmp_path_factory.mktemp("pki")
     for name in ("ca", "other"):
         _openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key",
                  "-out", name + ".pem", "-days", "2", "-subj", "/CN=huddle test " + name)
@@ -168,8 +173,15 @@ def ca_site(tmp_path):
     (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
     _openssl(d, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
              "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext")
-    site = _serve_tls(tmp_path, d / "server.pem", d / "server.key")
-    yield (*site, d)
+    return d
+
+
+@pytest.fixture
+def ca_site(tmp_path, pki):
+    """Over HTTPS with a certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1) signed by a
+    private CA: (repo, out, server, URL, pki directory; see `pki`)."""
+    site = _serve_tls(tmp_path, pki / "server.pem", pki / "server.key")
+    yield (*site, pki)
     site[2].stop()
 
 
