@@ -4,11 +4,13 @@
 # password), PUBLISH at QoS 0 or 1, PINGREQ, DISCONNECT; whatever else the broker sends is read
 # and dropped. Its methods are coroutines on huddle_http's non-blocking connection (the same
 # bounded steps as every HTTP request), so a slow or dead broker never stalls the agent's
-# loop: the app and the health checks run while it waits. Each call is bounded by timeout_s
-# (plus the size of what it sends at a floor rate); a dead connection (EOF, reset, a PINGREQ
-# left unanswered) is an OSError, a refusal one with errno ECONNREFUSED and the CONNACK code in
-# its message, a broken protocol one with errno EIO, and any error closes the connection (connect() again starts afresh). Retries and their backoff are
-# the caller's; broker URLs are parsed by huddle_config at boot.
+# loop: the app and the health checks run while it waits (with mqtts:// the TCP connect and
+# the TLS handshake block, as huddle_http's HTTPS does, bounded by timeout_s). Each call is
+# bounded by timeout_s (plus the size of what it sends at a floor rate). A dead connection
+# (EOF, reset, a PINGREQ left unanswered) is an OSError; so is a refusal (errno ECONNREFUSED,
+# the CONNACK code in its message) and a broken protocol (errno EIO). Any error closes the
+# connection (connect() again starts afresh). Retries and their backoff are the caller's;
+# broker URLs are parsed by huddle_config at boot.
 # Memory: one module, one class, few names; TLS, sockets and timeouts are huddle_http's.
 from errno import ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
 from huddle_http import Response
