@@ -1,5 +1,5 @@
 # The versions on flash, and the one pointer that says which of them runs: switching to a
-# staged version or back to the previous one, and cleaning up (huddle_config.start reads them
+# staged version or back to the previous one, and cleaning up (huddle_start reads them
 # at boot).
 #
 # Layout under the config's `dir`:
