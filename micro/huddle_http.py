@@ -168,6 +168,7 @@ async def get(url, timeout_s):
         ctx = context(True)
     resp = Response(host, port, timeout_s, ctx)
     try:
+        resp.due(0)  # the request and its headers within the timeout, however they trickle
         await resp.send(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
                         b"Connection: close\r\n\r\n" % (path.encode(), host.encode()))
         line = await resp.readline() or b""

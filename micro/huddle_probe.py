@@ -19,6 +19,7 @@ async def probe(h):
         else:  # "socket" (the config checker allows nothing else here)
             c = Response(h["host"], h["port"], t)
             try:
+                c.due(0)  # the whole exchange within the timeout, however the bytes trickle
                 await c.send((h["send"] or "").encode())
                 want = (h["expect"] or "").encode()
                 while want not in c.pending and len(c.pending) < 1024:

@@ -73,6 +73,29 @@ def main():
 """
 
 
+# an app that answers "pong", a byte every 0.4 s: 1.6 s in all, each byte well within a 1 s
+# timeout
+TRICKLE_APP = """import asyncio
+
+async def handle(r, w):
+    await r.readline()
+    for b in (b"p", b"o", b"n", b"g\\n"):
+        await asyncio.sleep(0.4)
+        w.write(b)
+        await w.drain()
+    w.close()
+    await w.wait_closed()
+
+async def serve():
+    async with await asyncio.start_server(handle, "127.0.0.1", {port}):
+        while True:
+            await asyncio.sleep(1)
+
+def main():
+    return serve()
+"""
+
+
 # an app that runs but never listens
 IDLE_APP = """import asyncio
 
@@ -236,6 +259,26 @@ def test_a_version_no_check_passed_for_is_rolled_back_at_the_end_of_its_trial(
                  what="rollback of v2", proc=proc, log=log)
         assert _state(dev)["good"] == c1
         assert c2 + " is good now" not in log.read_text()
+    finally:
+        _stop(proc)
+
+
+def test_a_check_answered_byte_by_byte_past_its_timeout_fails(tmp_path, site):
+    # the timeout bounds the whole exchange, not each read: a reply that trickles in over
+    # 1.6 s fails a 1 s check although every byte comes within 1 s of the last
+    repo, out, server = site
+    dev = tmp_path / "device"
+    port = free_port()
+    c1 = repo.commit(line_app(port, b"pong\n"))
+    publish(repo, out)
+    proc, log = _start(tmp_path, server, port, health=socket_check(port))
+    try:
+        wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
+        c2 = repo.commit({"app.py": TRICKLE_APP.format(port=port).encode()})
+        publish(repo, out)
+        wait_for(lambda: c2 in _state(dev).get("bad", []) and pointer(dev)["commit"] == c1,
+                 what="rollback of v2", proc=proc, log=log)
+        assert "too slow" in log.read_text()
     finally:
         _stop(proc)
 
