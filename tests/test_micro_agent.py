@@ -63,6 +63,12 @@ def _state(dev):
         return {}
 
 
+def _wait_rolled_back(dev, bad, good, proc, log):
+    # state.json (bad list) is written before the pointer moves back: waits for both
+    wait_for(lambda: bad in _state(dev).get("bad", []) and pointer(dev)["commit"] == good,
+             what="rollback of " + bad, proc=proc, log=log)
+
+
 def _start(tmp_path, server, port, runtime="micropython", **extra):
     values = dict(device="dev1", manifest=server.url, dir=str(tmp_path / "device"),
                   minimum=0.2, maximum=0.4, main="app", timeout=2,
@@ -94,10 +100,7 @@ def test_failing_versions_roll_back_and_stay_banned(tmp_path, site, runtime):
                     app(port, status=500, version=4)):
             cbad = repo.commit(bad)
             publish(repo, out)
-            # state.json (bad list) is written before the pointer moves back: wait for both
-            wait_for(lambda: cbad in _state(dev).get("bad", []) and
-                     pointer(dev)["commit"] == c1, what="rollback of " + cbad,
-                     proc=proc, log=log)
+            _wait_rolled_back(dev, cbad, c1, proc, log)
             assert _state(dev)["good"] == c1
             # the bad commit is still published: several more polls never reinstall it
             seen = server.requests.count("/manifest.txt")
@@ -211,8 +214,7 @@ def test_a_version_out_of_memory_at_start_is_retried_then_rolled_back(tmp_path, 
         v2["app.py"] = b"raise MemoryError('too big for this board')\n" + v2["app.py"]
         c2 = repo.commit(v2)
         publish(repo, out)
-        wait_for(lambda: c2 in _state(dev).get("bad", []) and pointer(dev)["commit"] == c1,
-                 what="rollback of " + c2, proc=proc, log=log)
+        _wait_rolled_back(dev, c2, c1, proc, log)
         text = log.read_text()
         assert text.count("starting app from v-" + c2[:12]) == 4, text
         assert text.count("rolling back " + c2) == 1

@@ -28,42 +28,21 @@ import pytest
 from tests.microutil import (ManifestServer, Repo, pointer, publish, run_micro,
                              version_files, wait_for)
 from tests.mosquitto import free_port
-from tests.test_micro_agent import _start, _state, _stop
+from tests.test_micro_agent import _start, _state, _stop, _wait_rolled_back
 from tests.test_micro_mqtt import Watcher, tls_broker  # noqa: F401  (a fixture)
 from tests.test_micro_sync import V1, V2, _assert_still_v1, _config, _install_v1
 
-# an app whose main() returns a coroutine serving one line per connection, answered by REPLY;
-# the same code on MicroPython's asyncio and CPython's
-LINE_APP = """import asyncio
-PORT = {port}
-REPLY = {reply!r}
+# an app whose main() returns a coroutine serving a line protocol on {port}: each connection
+# sends a line, and {handle} (the rest of `handle`, indented) answers it; the same code on
+# MicroPython's asyncio and CPython's
+SERVER_APP = """import asyncio
 
 async def handle(r, w):
     await r.readline()
-    w.write(REPLY)
-    await w.drain()
-    w.close()
-    await w.wait_closed()
+{handle}
 
 async def serve():
     # the server closes when the agent cancels the app, freeing the port for the next version
-    async with await asyncio.start_server(handle, "127.0.0.1", PORT):
-        while True:
-            await asyncio.sleep(1)
-
-def main():
-    return serve()
-"""
-
-
-# an app that accepts connections and never answers
-SILENT_APP = """import asyncio
-
-async def handle(r, w):
-    await r.readline()
-    await asyncio.sleep(60)
-
-async def serve():
     async with await asyncio.start_server(handle, "127.0.0.1", {port}):
         while True:
             await asyncio.sleep(1)
@@ -71,29 +50,22 @@ async def serve():
 def main():
     return serve()
 """
-
-
-# an app that answers "pong", a byte every 0.4 s: 1.6 s in all, each byte well within a 1 s
-# timeout
-TRICKLE_APP = """import asyncio
-
-async def handle(r, w):
-    await r.readline()
-    for b in (b"p", b"o", b"n", b"g\\n"):
+REPLY = """    w.write({reply!r})
+    await w.drain()
+    w.close()
+    await w.wait_closed()"""
+SILENT = "    await asyncio.sleep(60)"  # accepts, never answers
+# "pong", a byte every 0.4 s: 1.6 s in all, each byte well within a 1 s timeout
+TRICKLE = """    for b in (b"p", b"o", b"n", b"g\\n"):
         await asyncio.sleep(0.4)
         w.write(b)
         await w.drain()
     w.close()
-    await w.wait_closed()
+    await w.wait_closed()"""
 
-async def serve():
-    async with await asyncio.start_server(handle, "127.0.0.1", {port}):
-        while True:
-            await asyncio.sleep(1)
 
-def main():
-    return serve()
-"""
+def server_app(port: int, handle: str) -> dict:
+    return {"app.py": SERVER_APP.format(port=port, handle=handle).encode()}
 
 
 # an app that runs but never listens
@@ -110,8 +82,9 @@ def main():
 
 def line_app(port: int, reply: Optional[bytes]) -> dict:
     """The line server answering `reply`, or with None an app that does not listen."""
-    src = IDLE_APP if reply is None else LINE_APP.format(port=port, reply=reply)
-    return {"app.py": src.encode()}
+    if reply is None:
+        return {"app.py": IDLE_APP.encode()}
+    return server_app(port, REPLY.format(reply=reply))
 
 
 def socket_check(port: int, **changes) -> dict:
@@ -223,9 +196,7 @@ def test_socket_check_keeps_the_answering_version(tmp_path, site, runtime, v2_re
         assert ask(port, b"ping\n") == b"pong\n"
         c2 = repo.commit(line_app(port, v2_reply))
         publish(repo, out)
-        # state.json (bad list) is written before the pointer moves back: wait for both
-        wait_for(lambda: c2 in _state(dev).get("bad", []) and pointer(dev)["commit"] == c1,
-                 what="rollback of v2", proc=proc, log=log)
+        _wait_rolled_back(dev, c2, c1, proc, log)
         assert _state(dev)["good"] == c1
         text = log.read_text()
         assert "installed " + c2 in text
@@ -253,10 +224,9 @@ def test_a_version_no_check_passed_for_is_rolled_back_at_the_end_of_its_trial(
     proc, log = _start(tmp_path, server, port, runtime, health=check)
     try:
         wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
-        c2 = repo.commit({"app.py": SILENT_APP.format(port=port).encode()})
+        c2 = repo.commit(server_app(port, SILENT))
         publish(repo, out)
-        wait_for(lambda: c2 in _state(dev).get("bad", []) and pointer(dev)["commit"] == c1,
-                 what="rollback of v2", proc=proc, log=log)
+        _wait_rolled_back(dev, c2, c1, proc, log)
         assert _state(dev)["good"] == c1
         assert c2 + " is good now" not in log.read_text()
     finally:
@@ -274,10 +244,9 @@ def test_a_check_answered_byte_by_byte_past_its_timeout_fails(tmp_path, site):
     proc, log = _start(tmp_path, server, port, health=socket_check(port))
     try:
         wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
-        c2 = repo.commit({"app.py": TRICKLE_APP.format(port=port).encode()})
+        c2 = repo.commit(server_app(port, TRICKLE))
         publish(repo, out)
-        wait_for(lambda: c2 in _state(dev).get("bad", []) and pointer(dev)["commit"] == c1,
-                 what="rollback of v2", proc=proc, log=log)
+        _wait_rolled_back(dev, c2, c1, proc, log)
         assert "too slow" in log.read_text()
     finally:
         _stop(proc)
