@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from huddle.boards import BOARDS_DIR, board_names, check_board, load_board
+from huddle.board.definitions import BOARDS_DIR, board_names, check_board, load_board
 from huddle.errors import BoardError
-from huddle.flash import Firmware, board_file_note, decode_mpy, read_device_config, stage
+from huddle.board.flash import Firmware, board_file_note, decode_mpy, read_device_config, stage
 from tests.ptyboard import MICROPYTHON, PtyBoard
 
 ROOT = Path(__file__).resolve().parent.parent

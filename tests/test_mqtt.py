@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from huddle.mqtt import make_reporter
+from huddle.mqtt.reporter import make_reporter
 from tests.test_mqtt_support import Blackhole, Observer, Ticker, await_message
 
 STATUS_KEYS = {"device", "state", "ts", "uptime", "version", "apps"}
@@ -145,7 +145,7 @@ def test_clean_close_publishes_retained_offline(broker):
 
 DRIVER = textwrap.dedent("""
     import asyncio, sys
-    from huddle.mqtt import make_reporter
+    from huddle.mqtt.reporter import make_reporter
 
     async def main():
         r = make_reporter(sys.argv[1], sys.argv[2], lambda: {"web": {"commit": "c0ffee"}})

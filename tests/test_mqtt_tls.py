@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from huddle.mqtt import make_reporter
+from huddle.mqtt.reporter import make_reporter
 from tests.mosquitto import Broker
 from tests.test_mqtt_support import Observer, Ticker, await_message, make_ca
 

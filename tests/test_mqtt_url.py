@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from huddle.errors import HuddleError
-from huddle.mqtt import make_reporter, validate_device_id
-from huddle.mqtturl import client_id, parse_url, validate_prefix
+from huddle.mqtt.reporter import make_reporter, validate_device_id
+from huddle.mqtt.url import client_id, parse_url, validate_prefix
 
 
 @pytest.mark.parametrize("url, tls, host, port", [

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from huddle.errors import PublishError
-from huddle.publish import check_path, publish
+from huddle.board.publish import check_path, publish
 from tests.microutil import ROOT, Repo, git
 
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from huddle.mqtt import make_reporter
-from huddle.watch import Fleet, device_of, format_age, json_line
+from huddle.mqtt.reporter import make_reporter
+from huddle.mqtt.fleet import Fleet, device_of, format_age, json_line
 from tests.test_mqtt_support import Observer, await_message
 
 

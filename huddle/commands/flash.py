@@ -1,6 +1,6 @@
 """`huddle flash --port PORT --board NAME CONFIG`: the micro agent onto a MicroPython board.
 
-Arguments only here; the work is in huddle.flash and huddle.boards, imported when the command
+Arguments only here; the work is in huddle.board.flash and huddle.board.definitions, imported when the command
 runs (so `huddle run` never loads board tooling).
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ def main(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from huddle.boards import load_board
-    from huddle.flash import (board_file_note, mpremote_argv, probe, push, read_device_config,
+    from huddle.board.definitions import load_board
+    from huddle.board.flash import (board_file_note, mpremote_argv, probe, push, read_device_config,
                               stage)
 
     board = load_board(args.board)

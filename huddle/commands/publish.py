@@ -1,6 +1,6 @@
 """`huddle publish REPO --branch B --out DIR [--key KEY] [--prune]`.
 
-Writes the branch's tip as a static manifest tree for micro devices (see huddle.publish);
+Writes the branch's tip as a static manifest tree for micro devices (see huddle.board.publish);
 the key may also come from HUDDLE_KEY so it stays out of shell history and `ps`.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from huddle.publish import publish
+    from huddle.board.publish import publish
 
     key = args.key if args.key is not None else (os.environ.get("HUDDLE_KEY") or None)
     summary = publish(Path(args.repo), args.branch, Path(args.out),

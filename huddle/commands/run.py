@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     store = StateStore(state_dir(args))
     agent = Agent(configs, store)
     if args.mqtt:
-        from huddle.mqtt import make_reporter, validate_device_id
+        from huddle.mqtt.reporter import make_reporter, validate_device_id
         agent.reporter = make_reporter(
             args.mqtt, validate_device_id(device_id), agent.apps_snapshot,
             topic_prefix=args.mqtt_prefix, ca_file=args.mqtt_ca, heartbeat_s=args.heartbeat,

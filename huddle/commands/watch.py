@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from huddle.mqtturl import client_id, parse_url, validate_prefix
-    from huddle.watch import Fleet, json_line
+    from huddle.mqtt.url import client_id, parse_url, validate_prefix
+    from huddle.mqtt.fleet import Fleet, json_line
 
     if not args.mqtt:
         raise HuddleError("watch needs a broker: --mqtt URL (or HUDDLE_MQTT)")

@@ -19,8 +19,9 @@ from huddle.errors import BoardError
 
 # A checkout (or an editable install) has micro/ and boards/ beside the package; a wheel
 # carries them as huddle/_dist/{micro,boards} (see pyproject.toml).
-_CHECKOUT = Path(__file__).resolve().parent.parent
-ROOT = _CHECKOUT if (_CHECKOUT / "micro").is_dir() else Path(__file__).resolve().parent / "_dist"
+_PACKAGE = Path(__file__).resolve().parent.parent
+_CHECKOUT = _PACKAGE.parent
+ROOT = _CHECKOUT if (_CHECKOUT / "micro").is_dir() else _PACKAGE / "_dist"
 BOARDS_DIR = ROOT / "boards"
 
 RESETS = ("machine", "soft")  # machine.reset() (mpremote `reset`), Ctrl-D (`soft-reset`)

@@ -6,7 +6,7 @@ drop silently) or INI (no interpolation, no DEFAULT section, keys keep their cas
 matches section and key names case-insensitively with `_` or `-` standing for a space,
 suggesting the closest name for a typo. `ConfigReader` records each problem as a
 `ConfigError` instead of raising, so a user sees every problem in a file at once; the
-checker in `huddle.configcheck` extends it and shares that list, which is why the reader is
+checker in `huddle.config.checker` extends it and shares that list, which is why the reader is
 a class holding state rather than a set of functions returning values.
 """
 from __future__ import annotations

@@ -6,10 +6,10 @@ raises `ConfigErrors` listing every problem in it; `load_paths` expands director
 each file once and refuses a second app with the same name or working tree, returning the
 valid configs beside every problem so `run` can skip bad files and `check` can list them.
 The work is split by layer, each module importing only the ones below it: the dataclasses,
-`parse_command` and `ref_name_problem` live in `huddle.configtypes` (re-exported here, so
+`parse_command` and `ref_name_problem` live in `huddle.config.types` (re-exported here, so
 other modules import them from `huddle.config`); text to raw sections in
-`huddle.configfile`; raw values to dataclasses, with the original huddle's forms, in
-`huddle.configcheck`. Durations end in `_s` and are floats in seconds; commands are argv
+`huddle.config.reader`; raw values to dataclasses, with the original huddle's forms, in
+`huddle.config.checker`. Durations end in `_s` and are floats in seconds; commands are argv
 tuples; the app's name is the file's stem.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from huddle.configcheck import HEALTH_TYPES, ConfigChecker
-from huddle.configfile import SECTIONS, SUFFIXES
-from huddle.configtypes import (AppConfig, ApplicationConfig, Command, HealthConfig,
+from huddle.config.checker import HEALTH_TYPES, ConfigChecker
+from huddle.config.reader import SECTIONS, SUFFIXES
+from huddle.config.types import (AppConfig, ApplicationConfig, Command, HealthConfig,
                                 RepositoryConfig, TimingConfig, parse_command,
                                 ref_name_problem)
 from huddle.errors import ConfigError, ConfigErrors

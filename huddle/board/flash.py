@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from huddle.boards import ROOT, Board
+from huddle.board.definitions import ROOT, Board
 from huddle.errors import BoardError
 
 MICRO_DIR = ROOT / "micro"

@@ -11,7 +11,7 @@ and returns an `MqttReporter`, the `huddle.report.Reporter` the agent drives:
   while the broker is away are kept (oldest dropped first) and sent after reconnecting.
 
 While disconnected, status is not queued: the snapshot is taken afresh on connect. All
-socket work is `huddle.mqttlink.Link`'s, which never blocks the loop.
+socket work is `huddle.mqtt.link.Link`'s, which never blocks the loop.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import time
 from typing import Callable, Deque, Optional, Set, Tuple
 
 import huddle
-from huddle import hadiscovery
-from huddle.mqttlink import Link
-from huddle.mqtturl import (BrokerTarget, MqttError, client_id, parse_url,
+from huddle.mqtt import discovery as hadiscovery
+from huddle.mqtt.link import Link
+from huddle.mqtt.url import (BrokerTarget, MqttError, client_id, parse_url,
                             validate_device_id, validate_prefix)
 
 __all__ = ["make_reporter", "validate_device_id", "MqttReporter"]

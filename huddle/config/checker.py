@@ -1,7 +1,7 @@
 """Checking raw config values and building the frozen dataclasses from them.
 
 This module owns the meaning of every key: `ConfigChecker` extends the file reader of
-`huddle.configfile` with one small converter per kind of value (text, seconds, whole
+`huddle.config.reader` with one small converter per kind of value (text, seconds, whole
 numbers, commands, status ranges, byte strings), each of which records a `ConfigError` and
 returns None instead of raising, and with one builder per section that turns what survived
 into `RepositoryConfig`, `TimingConfig`, `ApplicationConfig` and `HealthConfig`. The
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from huddle.configfile import MISSING, ConfigReader, kind_of
-from huddle.configtypes import (AppConfig, ApplicationConfig, Command, HealthConfig,
+from huddle.config.reader import MISSING, ConfigReader, kind_of
+from huddle.config.types import (AppConfig, ApplicationConfig, Command, HealthConfig,
                                 RepositoryConfig, TimingConfig, parse_command,
                                 ref_name_problem)
 

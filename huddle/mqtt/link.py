@@ -31,7 +31,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from huddle.backoff import Backoff
-from huddle.mqtturl import BrokerTarget
+from huddle.mqtt.url import BrokerTarget
 
 log = logging.getLogger("huddle.mqtt")
 
