@@ -331,8 +331,8 @@ def test_null_is_a_wrong_type_not_a_missing_key(tmp_path):
 
 def test_missing_sections_are_missing_required_keys(tmp_path):
     path = write(tmp_path, "empty.json", "{}")
-    assert problems(path) == [f"{path}: repository.local path: required key is missing",
-                              f"{path}: application.start: required key is missing"]
+    # no [application] is a file-sync app; [repository] is what every config needs
+    assert problems(path) == [f"{path}: repository.local path: required key is missing"]
 
 
 def test_every_problem_in_a_file_is_reported(tmp_path):
@@ -374,7 +374,8 @@ def test_every_problem_in_a_file_is_reported(tmp_path):
     ("[repository]\nlocal path = /x\n[application]\nstart = a\n[health]\ntype = http\n",
      "health.port: required key is missing (health.type is http)"),
     ("[repository]\nlocal path = /x\n[application]\nstart = a\napplication = x\n",
-     "application.application: unknown key (expected one of: start, install, stop timeout, "
+     "application.application: unknown key (expected one of: start, install, install timeout, "
+     "stop timeout, "
      "environment)"),
     ("[repository]\nlocal path = /x\n[application]\nstart = a\nenvironment = A=1\n",
      "application.environment: in an INI file, write the variables in an [environment] "
@@ -476,10 +477,10 @@ def test_original_huddle_files_load_unchanged():
         Path("/home/ubuntu/git_example"), "origin",
         "https://github.com/slightlynybbled/dummy.git", "develop", "/usr/bin/git")
     assert dummy.timing == TimingConfig(60.0, 600.0)
-    assert dummy.application.pre_pull == (
+    assert dummy.scripts.pre_pull == (
         ("/bin/sh", "-c", "/bin/ls /home/ubuntu/ > /home/ubuntu/values.txt"),
         ("/bin/ls", "/etc/"))
-    assert dummy.application.post_pull == (("sudo", "reboot"),)
+    assert dummy.scripts.post_pull == (("sudo", "reboot"),)
     assert dummy.health == HealthConfig(type="socket", host="127.0.0.1", port=8888,
                                         send=b"watchdog", expect=b"OK", interval_s=60.0)
 
@@ -489,8 +490,8 @@ def test_original_huddle_files_load_unchanged():
     assert win.health == HealthConfig()
 
     sync = by_name["sync_reboot"]
-    assert sync.application.pre_pull == (("ls", "-a"), ("mkdir", "mydir"))
-    assert sync.application.post_pull == (("/sbin/reboot",),)
+    assert sync.scripts.pre_pull == (("ls", "-a"), ("mkdir", "mydir"))
+    assert sync.scripts.post_pull == (("/sbin/reboot",),)
     assert sync.health == HealthConfig(type="http", host="localhost", port=5000,
                                        path="/ping", interval_s=10.0)
 
@@ -499,7 +500,7 @@ def test_the_originals_own_sample_is_skipped_but_would_not_validate():
     sample = CONFIGS / "original" / "_sample_config.json"
     assert problems(sample) == [
         f"{sample}: application.executable: unknown key (expected one of: start, install, "
-        "stop timeout, environment)",
+        "install timeout, stop timeout, environment)",
         f"{sample}: application.start: required key is missing"]
 
 
@@ -543,7 +544,7 @@ def test_watchdog_maps_onto_health(tmp_path, watchdog, health):
 def test_original_forms_mistakes(tmp_path, sections, line):
     path = write_json(tmp_path, sections)
     if line is None:
-        assert load_file(path).application.pre_pull == (("ls",),)
+        assert load_file(path).scripts.pre_pull == (("ls",),)
     else:
         assert problems(path) == [f"{path}: {line}"]
 

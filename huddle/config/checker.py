@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from huddle.config.reader import MISSING, ConfigReader, kind_of
 from huddle.config.types import (AppConfig, ApplicationConfig, Command, HealthConfig,
-                                RepositoryConfig, TimingConfig, parse_command,
+                                RepositoryConfig, ScriptsConfig, TimingConfig, parse_command,
                                 ref_name_problem)
 
 HEALTH_TYPES = ("http", "socket", "none")
@@ -157,12 +157,14 @@ class ConfigChecker(ConfigReader):
     def build(self) -> AppConfig | None:
         repository = self.repository()
         timing = self.timing()
-        application = self.application()
+        application = self.application() if "application" in self.doc else None
+        scripts = self.scripts()
         health = self.health()
         self.reserved_test()
-        if self.problems or None in (repository, timing, application, health):
+        if self.problems or None in (repository, timing, health, scripts):
             return None
-        return AppConfig(self.path.stem, self.path, repository, timing, application, health)
+        return AppConfig(self.path.stem, self.path, repository, timing, application, health,
+                         scripts)
 
     def resolve(self, text: str) -> str:
         base = self.path.absolute().parent
@@ -238,14 +240,20 @@ class ConfigChecker(ConfigReader):
         install = section.get("install", "")
         if not (isinstance(install, str) and not install.strip()):   # empty: no install
             values["install"] = self.command("application.install", install)
-        if "stop timeout" in section:
-            values["stop_timeout_s"] = self.number("application.stop timeout",
-                                                   section["stop timeout"], above=False)
+        for key in ("stop timeout", "install timeout"):
+            if key in section:
+                values[key.replace(" ", "_") + "_s"] = self.number(
+                    f"application.{key}", section[key], above=key == "install timeout")
+        return None if len(self.problems) > before else ApplicationConfig(**values)
+
+    def scripts(self) -> ScriptsConfig | None:
+        before = len(self.problems)
+        values: dict[str, Any] = {}
         for key in ("pre-pull", "post-pull"):
             value = self.get("scripts", key)
             if value is not MISSING:
                 values[key.replace("-", "_")] = self.commands(f"scripts.{key}", value)
-        return None if len(self.problems) > before else ApplicationConfig(**values)
+        return None if len(self.problems) > before else ScriptsConfig(**values)
 
     def health(self) -> HealthConfig | None:
         if "watchdog" in self.doc:

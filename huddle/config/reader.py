@@ -23,7 +23,7 @@ SUFFIXES = (".json", ".ini")
 SECTIONS: dict[str, tuple] = {
     "repository": ("remote", "remote path", "local path", "branch", "executable", "type"),
     "timing": ("minimum", "maximum"),
-    "application": ("start", "install", "stop timeout", "environment"),
+    "application": ("start", "install", "install timeout", "stop timeout", "environment"),
     "health": ("type", "host", "port", "path", "status", "send", "expect",
                "interval", "timeout", "retries", "grace"),
     "environment": (),                              # INI only; free-form variable names

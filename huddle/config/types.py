@@ -38,9 +38,15 @@ class TimingConfig:
 class ApplicationConfig:
     start: Command
     install: Command | None = None
+    install_timeout_s: float = 900.0
     stop_timeout_s: float = 10.0
     environment: Mapping[str, str] = field(default_factory=dict)
-    pre_pull: tuple = ()         # tuple of Command, from the original huddle's [scripts]
+
+
+@dataclass(frozen=True)
+class ScriptsConfig:
+    """The original huddle's [scripts]: hooks around a pull, with or without an app."""
+    pre_pull: tuple = ()         # tuple of Command
     post_pull: tuple = ()
 
 
@@ -68,8 +74,9 @@ class AppConfig:
     source: Path
     repository: RepositoryConfig
     timing: TimingConfig
-    application: ApplicationConfig
+    application: ApplicationConfig | None   # None: a file-sync app, no process
     health: HealthConfig = field(default_factory=HealthConfig)
+    scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
 
 
 # -- commands ----------------------------------------------------------------------------
