@@ -1,10 +1,14 @@
-"""The agent: one asyncio loop running every app's controller until SIGTERM or SIGINT.
+"""The agent: one asyncio loop running every app's state machine until SIGTERM or SIGINT.
 
 It owns what the apps share: the state file (saved atomically whenever any app's state
-changes), the reporter, and the stop signal. Each controller's failures are its own: an app
-whose git remote is down or whose hook hangs never delays another's poll, because each app's
-work is a separate coroutine and nothing in the loop blocks. On Python < 3.12 asyncio would
-watch child processes with a thread each; the pidfd watcher keeps the agent single-threaded.
+changes), the reporter, the signals, and the set of apps. Each app's failures are its own:
+an app whose git remote is down or whose hook hangs never delays another's poll, because
+each app is a separate task and nothing in the loop blocks.
+
+SIGHUP (`huddle reload`) rereads the config paths: new apps start, removed apps stop (their
+trees stay) and leave the state and the reports, changed apps restart with their new config,
+and untouched apps are not disturbed. A file that no longer validates is reported and its app
+keeps running as it was: a typo in an edit must not take a working app down.
 """
 from __future__ import annotations
 
@@ -14,12 +18,13 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from huddle.app import AppController
-from huddle.config import AppConfig
+from huddle.config import AppConfig, load_paths
 from huddle.report import NullReporter, Reporter
+from huddle.requests import take_retry
 from huddle.state import AppState, StateStore
 
 log = logging.getLogger("huddle.agent")
@@ -47,16 +52,20 @@ def app_tag(state_dir: Path, name: str) -> str:
 
 
 class Agent:
-    def __init__(self, configs: List[AppConfig], store: StateStore,
-                 reporter: Optional[Reporter] = None) -> None:
+    def __init__(self, configs: list[AppConfig], store: StateStore,
+                 reporter: Reporter | None = None,
+                 paths: Sequence[Path] = ()) -> None:
         self.configs = configs
+        self.paths = list(paths)   # what a reload rereads
         self.store = store
         self.reporter: Reporter = reporter or NullReporter()
-        self.states: Dict[str, AppState] = {}
-        self.controllers: Dict[str, AppController] = {}
+        self.states: dict[str, AppState] = {}
+        self.controllers: dict[str, AppController] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
         self.started = time.time()
-        self.stop_requested: Optional[asyncio.Event] = None
+        self.stop_requested: asyncio.Event | None = None
         self.save_pending = False
+        self.reloading: asyncio.Task[None] | None = None
 
     def state_changed(self) -> None:
         """Schedule one save for this loop turn: a burst of changes (100 apps ending their
@@ -76,8 +85,8 @@ class Agent:
         """The `apps` object of the MQTT status payload."""
         out = {}
         for name, s in self.states.items():
-            out[name] = {"commit": s.commit, "branch": s.branch, "running": s.running,
-                         "healthy": s.healthy, "restarts": s.restarts,
+            out[name] = {"commit": s.commit, "branch": s.branch, "state": s.state,
+                         "running": s.running, "healthy": s.healthy, "restarts": s.restarts,
                          "last_deploy": s.deployed_at, "last_error": s.last_error}
         return out
 
@@ -85,45 +94,97 @@ class Agent:
         if self.stop_requested is not None:
             self.stop_requested.set()
 
+    def request_reload(self) -> None:
+        if self.reloading is None or self.reloading.done():
+            self.reloading = asyncio.ensure_future(self.reload())
+        else:
+            log.info("reload already under way; this SIGHUP is folded into it")
+
+    # -- apps -------------------------------------------------------------------------------
+    def start_app(self, config: AppConfig) -> None:
+        state = self.states.setdefault(config.name, AppState())
+        controller = AppController(
+            config, state, log_dir=self.store.log_dir(),
+            tag=app_tag(self.store.dir, config.name), changed=self.state_changed,
+            reporter=self.reporter,
+            take_retry=lambda name=config.name: take_retry(self.store.dir, name))
+        self.controllers[config.name] = controller
+        task = self.tasks[config.name] = asyncio.ensure_future(controller.run())
+        task.add_done_callback(lambda t: self.app_ended(config, t))
+
+    def app_ended(self, config: AppConfig, task: asyncio.Task[None]) -> None:
+        """A machine only ends on its own by a bug: log it and start the app's machine
+        again a second later; the other apps go on."""
+        if task.cancelled() or self.tasks.get(config.name) is not task:
+            return
+        log.error("app %s stopped by an internal error; restarting its controller",
+                  config.name, exc_info=task.exception())
+        del self.tasks[config.name], self.controllers[config.name]
+        asyncio.get_running_loop().call_later(
+            1.0, lambda: config.name in self.tasks or self.start_app(config))
+
+    async def stop_app(self, name: str) -> None:
+        """Stop one app's machine (it stops its process); its tree stays."""
+        task = self.tasks.pop(name)
+        self.controllers.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def reload(self) -> None:
+        configs, problems = load_paths(self.paths)
+        broken = {str(p.file) for p in problems}
+        for problem in problems:
+            log.error("reload: %s (skipped)", problem)
+        wanted = {c.name: c for c in configs}
+        for name, controller in list(self.controllers.items()):
+            if name in wanted:
+                if wanted[name] != controller.config:
+                    log.info("reload: %s changed; restarting it with its new config", name)
+                    await self.stop_app(name)
+                    self.start_app(wanted[name])
+            elif str(controller.config.source) in broken:
+                log.warning("reload: %s keeps running with its previous config", name)
+            else:
+                log.info("reload: %s removed; stopping it (its tree stays)", name)
+                await self.stop_app(name)
+                self.states.pop(name, None)
+        for name, config in wanted.items():
+            if name not in self.controllers:
+                log.info("reload: %s added", name)
+                self.start_app(config)
+        self.state_changed()
+        self.reporter.changed()
+        log.info("reloaded: %d app(s): %s", len(self.controllers), ", ".join(self.controllers))
+
+    # -- the loop -----------------------------------------------------------------------------
     async def run(self) -> int:
         use_pidfd_child_watcher()
         loop = asyncio.get_running_loop()
         self.stop_requested = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        previous = self.store.load()
-        log_dir = self.store.log_dir()
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # apps no longer configured leave the state: it describes what this agent runs
+        self.states.update(self.store.load())
+        for name in set(self.states) - {c.name for c in self.configs}:
+            del self.states[name]
         for config in self.configs:
-            state = previous.get(config.name, AppState())
-            self.states[config.name] = state
-            self.controllers[config.name] = AppController(
-                config, state, log_dir=log_dir, tag=app_tag(self.store.dir, config.name),
-                changed=self.state_changed, reporter=self.reporter)
-        # apps removed from the configs keep their record (their history is not ours to drop)
-        for name, state in previous.items():
-            self.states.setdefault(name, state)
+            self.start_app(config)
         self.save_state()
         await self.reporter.start()
-        tasks = {name: asyncio.ensure_future(c.run()) for name, c in self.controllers.items()}
-        log.info("huddle agent running %d app(s): %s", len(tasks), ", ".join(tasks))
-        stop_wait = asyncio.ensure_future(self.stop_requested.wait())
+        log.info("huddle agent running %d app(s): %s", len(self.tasks), ", ".join(self.tasks))
         try:
-            pending = set(tasks.values()) | {stop_wait}
-            while not stop_wait.done():
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done - {stop_wait}:
-                    # a controller only ends by a bug: log it, keep the other apps running
-                    name = next(n for n, t in tasks.items() if t is task)
-                    exc = task.exception() if not task.cancelled() else None
-                    log.error("app %s controller stopped: %r", name, exc, exc_info=exc)
+            await self.stop_requested.wait()
         finally:
             log.info("stopping apps")
-            for task in tasks.values():
+            if self.reloading is not None:
+                self.reloading.cancel()
+            tasks = list(self.tasks.values())
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
-            stop_wait.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.save_state()
             await self.reporter.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return 0

@@ -1,94 +1,163 @@
-"""The controller of one app: follow its branch, keep it running, put deploys on trial.
+"""One app's lifecycle: a state machine that reads one queue of events.
 
-Two coroutines per app share one lock: the *poller* wakes at a jittered interval (uniform in
-[minimum, maximum], or a capped backoff after failures), asks the remote for the branch's
-commit in one round trip and deploys it when it moved; the *supervisor* waits for whichever
-comes first of the app's exit, its next health check and the end of a deploy's trial window.
-Neither ever blocks the loop: git, hooks and the app are child processes awaited by it.
+The states and their transitions are in huddle/states.py; this module is the table's code.
+Everything that happens to an app arrives as an event (huddle/events.py): its process exited,
+a health check came back, a poll or a git/hook task ended, a timer fired, the agent asked
+for a poll or a retry. `run` reads them one at a time and `enter` is the only place the state
+changes (it logs the move and reports it), so no lock is needed and no event is half handled
+when the next arrives. Work that takes time runs in child tasks that post their result: at
+most one git/hook task (`self.work`: a poll, a deploy, a rollback's checkout) and one health
+check. Processes are started and stopped here, awaited briefly (the stop timeout bounds it).
 
-A deploy puts its commit *on trial* (huddle/trial.py decides how a trial ends: good, rolled
-back, or given up). Outside a trial, a crash or `retries` failed checks restart the app with
-capped exponential backoff.
+The policy, which keeps a device serving whenever any version can run:
 
-The seams (git, process factory, health check, rng) let unit tests drive this in virtual time.
+- A deploy happens beside the running version (fetch, checkout, hooks, install) and puts the
+  new commit on **trial**: it must stay up (and healthy, with a check) through
+  `grace + retries × interval`. Passing makes it the **good** commit.
+- A commit that fails its trial is rolled back to its **fallback** (the good commit, else the
+  newest earlier one that was healthy when superseded), which goes on trial in turn. Only
+  when the fallback then passes is the failed commit banned (`bad`). If the fallback fails
+  too, the environment is at fault (a port still taken, a database not up): nothing is
+  banned and the newest commit is retried after a capped, jittered delay (**crashloop**),
+  then its fallback again, until one runs.
+- With no fallback, a failing commit is retried the same way: never left stopped.
+- Outside a trial, a crash or `retries` failed checks restart the app with capped backoff.
+- A failed deploy (fetch, hooks, install) leaves the running version serving and its tree in
+  place; the commit is retried with backoff, a newer one at the next poll. A refusal (the
+  commit would overwrite untracked files) waits for the branch to move.
+- Only the user stops an app (config removed, agent stopping).
+
+The seams (git, process factory, health check, rng, clock) let unit tests drive this in
+virtual time.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import math
 import random
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
+from typing import Any
 
 from huddle.backoff import Backoff
 from huddle.config import AppConfig
-from huddle.errors import HuddleError
-from huddle.git import GitRepo, redact
-from huddle.hooks import append_log, run_hooks
-from huddle.process import TAG_VAR, AppProcess, find_tagged, is_same_process, rotate_log
+from huddle.errors import HuddleError, TreeConflictError
+from huddle.events import Checked, Deadline, Exited, Polled, PollSoon, Retry, TreeReady
+from huddle.git import GitRepo
+from huddle.hooks import append_log
+from huddle.process import (TAG_VAR, AppProcess, child_environment, find_tagged,
+                            is_same_process)
 from huddle.report import NullReporter, Reporter
 from huddle.state import AppState
-from huddle.trial import Trial, TrialJudge
+from huddle.states import State, allowed
+from huddle.tree import Tree
 
 log = logging.getLogger("huddle.app")
 
 RESTART_BACKOFF_S = (1.0, 60.0)
 POLL_BACKOFF_CAP_S = 300.0
+DEPLOY_RETRY_CAP_S = 300.0
 STABLE_AFTER_S = 60.0         # an app up this long has its crash count forgiven
-LOG_MAX_BYTES = 10 * 1024 * 1024
+
+Event = Any  # one of huddle.events' records
 
 
-class AppController(TrialJudge):
+@dataclass
+class Trial:
+    commit: str
+    deadline: float
+    suspect: str | None = None  # a fallback's trial: the commit banned if this one passes
+
+
+@dataclass
+class Deferred:
+    """A commit whose deploy failed: not tried again before `not_before` (inf: until the
+    branch moves to another commit)."""
+    commit: str
+    not_before: float
+    backoff: Backoff
+
+
+class AppController:
     def __init__(self, config: AppConfig, state: AppState, *, log_dir: Path, tag: str,
                  changed: Callable[[], None] = lambda: None,
-                 reporter: Reporter = NullReporter(), git: Optional[GitRepo] = None,
-                 start_process: Optional[Callable[..., Awaitable[AppProcess]]] = None,
-                 health_check: Optional[Callable] = None,
-                 rng: Optional[random.Random] = None, wall_clock: Callable[[], float] = time.time):
+                 reporter: Reporter | None = None, git: GitRepo | None = None,
+                 start_process: Callable[..., Awaitable[AppProcess]] | None = None,
+                 health_check: Callable[..., Awaitable[Any]] | None = None,
+                 rng: random.Random | None = None,
+                 wall_clock: Callable[[], float] = time.time,
+                 take_retry: Callable[[], tuple[str, ...] | None] = lambda: None) -> None:
         self.config = config
         self.name = config.name
         self.state = state
         self.log_path = log_dir / f"{config.name}.log"
         self.tag = tag
         self._changed = changed
-        self.reporter = reporter
+        self.reporter: Reporter = reporter or NullReporter()
         repo = config.repository
         self.git = git or GitRepo(repo.local_path, repo.executable)
+        self.tree = Tree(config, self.git, log_path=self.log_path, env_for=self.app_env)
         self.start_process = start_process or AppProcess.start
-        self.log_dir = log_dir
         if health_check is None:
             from huddle import health
             health_check = health.check
         self.health_check = health_check
         self.rng = rng or random.Random()
         self.wall_clock = wall_clock
-        self.lock = asyncio.Lock()
-        self.proc: Optional[AppProcess] = None
-        self.proc_started = 0.0
-        self.trial: Optional[Trial] = None
+        self.take_retry = take_retry  # a `huddle retry` waiting for this app's next poll
+        self.current = State.STOPPED
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.proc: AppProcess | None = None
+        self.trial: Trial | None = None
+        self.newest: str | None = state.commit   # the commit the app should end up running
+        # the process a previous agent recorded, to adopt once the tree is ready
+        self.recorded = (state.pid, state.pid_start, state.boot_id)
+        self.work: asyncio.Task[None] | None = None
+        self.checking: asyncio.Task[None] | None = None
+        self.after_work: Callable[[], Awaitable[None]] | None = None
+        self.pending_suspect: str | None = None  # the switch under way is a rollback of it
+        self.poll_due = False
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.tokens: dict[str, int] = {}
         self.tree_ready = False
-        self.health_failures = 0
-        self.last_check = 0.0
         self.poll_error = False  # last_error came from polling: a good poll clears it
+        self.deferred: Deferred | None = None
+        self.health_failures = 0
+        self.proc_started = 0.0
+        self.last_check = 0.0
         self.poll_backoff = Backoff(config.timing.maximum_s, POLL_BACKOFF_CAP_S, self.rng)
         self.restart_backoff = Backoff(*RESTART_BACKOFF_S, rng=self.rng)
-        self.wakeup = asyncio.Event()
 
-    # -- small helpers -------------------------------------------------------------------
+    # -- the one place the state changes ----------------------------------------------------
+    def enter(self, new: State, why: str) -> None:
+        old = self.current
+        if not allowed(old, new):
+            raise RuntimeError(f"{self.name}: {old} -> {new} is not a transition ({why})")
+        self.current = new
+        self.state.state = new.value
+        if new is not old:
+            log.info("%s: %s -> %s (%s)", self.name, old, new, why)
+            self.reporter.event(self.name, "state", self.state.commit, f"{old} -> {new}: {why}")
+        self.changed()
+
+    # -- small helpers ------------------------------------------------------------------------
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
     def changed(self) -> None:
-        self.state.running = self.proc is not None and self.proc.running
-        self.state.pid = self.proc.pid if self.state.running else None
-        self.state.pid_start = self.proc.start_ticks if self.state.running else None
-        self.state.boot_id = self.proc.boot_id if self.state.running else None
+        running = self.proc is not None and self.proc.running
+        self.state.running = running
+        self.state.pid = self.proc.pid if self.proc is not None and running else None
+        self.state.pid_start = self.proc.start_ticks if self.proc is not None and running \
+            else None
+        self.state.boot_id = self.proc.boot_id if self.proc is not None and running else None
         self._changed()
         self.reporter.changed()
 
-    def event(self, kind: str, detail: str, commit: Optional[str] = None) -> None:
+    def event(self, kind: str, detail: str, commit: str | None = None) -> None:
         log.info("%s: %s %s", self.name, kind, detail)
         self.reporter.event(self.name, kind, commit or self.state.commit, detail)
 
@@ -97,297 +166,539 @@ class AppController(TrialJudge):
         self.state.last_error = message
         self.changed()
 
-    def app_env(self, commit: Optional[str] = None) -> dict:
-        """The app's environment; `commit` is the one being installed, when not yet deployed."""
-        env = dict(os.environ)
-        env.update(self.config.application.environment)
-        env[TAG_VAR] = self.tag
-        env["HUDDLE_APP_NAME"] = self.name
-        env["HUDDLE_COMMIT"] = commit or self.state.commit or ""
-        return env
+    def app_env(self, commit: str | None = None) -> dict[str, str]:
+        """The app's (and its hooks') environment; `commit` is the one being installed."""
+        app = self.config.application
+        return child_environment({
+            **(app.environment if app is not None else {}),
+            TAG_VAR: self.tag, "HUDDLE_APP_NAME": self.name,
+            "HUDDLE_COMMIT": commit or self.state.commit or ""})
 
-    # -- the two coroutines --------------------------------------------------------------
+    def post(self, event: Event) -> None:
+        self.queue.put_nowait(event)
+
+    def arm(self, kind: str, delay_s: float) -> None:
+        """(Re)start the timer `kind`; when it fires, a Deadline event is posted."""
+        self.disarm(kind)
+        token = self.tokens.get(kind, 0) + 1
+        self.tokens[kind] = token
+        self.timers[kind] = asyncio.get_running_loop().call_later(
+            max(0.0, delay_s), self.post, Deadline(kind, token))
+
+    def disarm(self, kind: str) -> None:
+        handle = self.timers.pop(kind, None)
+        if handle is not None:
+            handle.cancel()
+        self.tokens[kind] = self.tokens.get(kind, 0) + 1  # a Deadline already queued is stale
+
+    def due_in(self, kind: str) -> float:
+        handle = self.timers.get(kind)
+        return math.inf if handle is None else handle.when() - self.now()
+
+    def start_work(self, work: Coroutine[Any, Any, Event],
+                   failed: Callable[[HuddleError | OSError], Event]) -> None:
+        """Run one git/hook task; its result (or `failed(error)`) comes back as an event."""
+        if self.work is not None:
+            raise RuntimeError(f"{self.name}: a second git task while one runs")
+
+        async def run() -> None:
+            try:
+                event = await work
+            except (HuddleError, OSError) as exc:
+                event = failed(exc)
+            except Exception as exc:  # a bug must not leave the app without a way forward
+                log.exception("%s: internal error in a git/hook task", self.name)
+                event = failed(HuddleError(f"internal error: {exc!r}"))
+            self.post(event)
+        self.work = asyncio.ensure_future(run())
+
+    # -- the consumer -----------------------------------------------------------------------
     async def run(self) -> None:
         """Run until cancelled; then stop the app gracefully."""
         self.state.branch = self.config.repository.branch
-        self.state.stopped_reason = None
-        tasks = [asyncio.ensure_future(self.poll_loop()),
-                 asyncio.ensure_future(self.supervise_loop())]
+        self.enter(State.SYNCING, "agent started")
+        self.start_prepare()
         try:
-            await asyncio.gather(*tasks)
+            while True:
+                await self.handle(await self.queue.get())
         finally:
-            for task in tasks:
+            await asyncio.shield(self.shutdown("agent stopping"))
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, Deadline):
+            if self.tokens.get(event.kind) != event.token:
+                return  # re-armed or disarmed since
+            self.timers.pop(event.kind, None)
+            await self.DEADLINES[event.kind](self)
+        elif isinstance(event, Exited):
+            if event.proc is self.proc:
+                await self.on_exit(event.code)
+        elif isinstance(event, Checked):
+            self.checking = None
+            if event.proc is self.proc:
+                await self.on_checked(event.ok, event.detail)
+        elif isinstance(event, (Polled, TreeReady)):
+            self.work = None
+            if isinstance(event, Polled):
+                await self.on_polled(event)
+            else:
+                await self.on_tree_ready(event)
+            if self.work is None and self.after_work is not None:
+                pending, self.after_work = self.after_work, None
+                await pending()
+            if self.work is None and self.poll_due:
+                self.poll_due = False
+                await self.on_poll_deadline()
+        elif isinstance(event, PollSoon):
+            if self.due_in("poll") > event.delay_s:
+                self.arm("poll", event.delay_s)
+        elif isinstance(event, Retry):
+            self.on_retry(event.commits)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+
+    async def shutdown(self, reason: str) -> None:
+        for kind in list(self.timers):
+            self.disarm(kind)
+        for task in (self.work, self.checking):
+            if task is not None:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.shield(self.stop_app("agent stopping"))
+        await asyncio.gather(*(t for t in (self.work, self.checking) if t is not None),
+                             return_exceptions=True)
+        self.work = self.checking = None
+        await self.stop_process(reason)
+        self.state.healthy = None
+        self.enter(State.STOPPED, reason)
 
-    async def poll_loop(self) -> None:
-        timing = self.config.timing
-        delay = 0.0  # the app starts from its existing tree at once
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                async with self.lock:
-                    if self.tree_ready:
-                        await self.poll_once()
-                        delay = self.rng.uniform(timing.minimum_s, timing.maximum_s)
-                    elif await self.prepare_tree():
-                        delay = self.rng.uniform(timing.minimum_s, timing.maximum_s)
-                    else:
-                        # no remote contact yet: the first look waits a jittered share of
-                        # the interval, so a fleet restarted together (a power cut, a config
-                        # push) does not poll its server in one burst
-                        delay = self.rng.uniform(0, timing.maximum_s)
-                self.poll_backoff.reset()
-            except (HuddleError, OSError) as exc:
-                # OSError: the disk or permissions beneath git, e.g. a full disk on rename
-                delay = max(self.config.timing.minimum_s, self.poll_backoff.failed())
-                self.error(f"{exc} (retrying in {delay:.0f} s)")
-                self.poll_error = True
-            try:
-                rotate_log(self.log_path, LOG_MAX_BYTES)
-            except OSError as exc:
-                log.warning("%s: cannot rotate %s: %s", self.name, self.log_path, exc)
+    # -- the tree: prepare, poll, deploy ----------------------------------------------------
+    def start_prepare(self) -> None:
+        async def prepare() -> Event:
+            prepared = await self.tree.prepare(self.state)
+            return TreeReady("prepare", prepared.commit, first=prepared.first)
+        self.start_work(prepare(), lambda exc: TreeReady("prepare", None, exc))
 
-    async def supervise_loop(self) -> None:
-        while True:
-            proc = self.proc
-            waiters = [asyncio.ensure_future(self.wakeup.wait())]
-            if proc is not None and proc.running:
-                waiters.append(proc.exited)
-            timeout = self.next_deadline() - self.now() if proc is not None else None
-            await asyncio.wait(waiters, timeout=max(0.0, timeout) if timeout is not None
-                               else None, return_when=asyncio.FIRST_COMPLETED)
-            waiters[0].cancel()
-            self.wakeup.clear()
-            if proc is None or proc is not self.proc:
-                continue  # replaced (deploy, rollback) or not started yet
-            if not proc.running:
-                async with self.lock:
-                    if proc is self.proc:
-                        await self.on_exit(proc)
-                continue
-            if self.trial and self.now() >= self.trial.deadline:
-                async with self.lock:
-                    if proc is self.proc:
-                        await self.judge_trial()
-                continue
-            if self.now() >= self.next_check_at():
-                await self.check_health(proc)
+    def arm_poll(self, *, first_look: bool = False) -> None:
+        t = self.config.timing
+        # a fleet restarted together (a power cut) spreads its first look over an interval
+        self.arm("poll", self.rng.uniform(0 if first_look else t.minimum_s, t.maximum_s))
 
-    # -- polling and deploying -----------------------------------------------------------
-    async def prepare_tree(self) -> bool:
-        """Clone or adopt the working tree; returns True when it was just cloned."""
-        repo = self.config.repository
-        cloned = False
-        if not self.git.is_clone():
-            if not repo.remote_path:
-                raise HuddleError(f"{repo.local_path} is not a git clone and `remote path` "
-                                  "is empty: nothing to clone from")
-            log.info("%s: cloning %s into %s", self.name, redact(repo.remote_path),
-                     repo.local_path)
-            await self.git.clone(repo.remote_path, repo.remote, repo.branch)
-            cloned = True
-        await self.git.ensure_remote(repo.remote, repo.remote_path)
-        head = await self.git.head()
-        if not cloned and self.state.commit and head != self.state.commit \
-                and await self.git.has_commit(self.state.commit):
-            # killed mid-deploy: the tree must match what state says is deployed
-            await self.git.checkout(self.state.commit, repo.branch)
-            head = self.state.commit
-        await self.adopt_or_clear_orphans()
-        if self.proc is None and head and head in self.state.bad:
-            self.give_up(f"{head[:12]} is a rolled-back commit; waiting for a newer one")
-        elif self.proc is None and head:
-            if self.state.commit != head:
-                # never deployed from this tree (fresh clone, or a clone made by hand): it
-                # gets its hooks and install like any deploy; a failure is retried next poll
-                await self.install_tree(head)
-                self.state.commit = head
-                self.state.deployed_at = self.wall_clock()
-                self.event("deploy", f"deploying {head[:12]} (first deploy from this tree)",
-                           head)
-            await self.start_app(trial=self.state.commit != self.state.good, reason="start")
-        self.tree_ready = True
-        return cloned
+    def poll_failed(self, exc: HuddleError | OSError) -> None:
+        delay = max(self.config.timing.minimum_s, self.poll_backoff.failed())
+        self.error(f"{exc} (retrying in {delay:.0f} s)")
+        self.poll_error = True
+        self.arm("poll", delay)
 
-    async def install_tree(self, commit: str) -> None:
-        app = self.config.application
-        await self.run_hooks(app.post_pull, "post-pull", commit)
-        if app.install:
-            await self.run_hooks([app.install], "install", commit)
+    async def on_poll_deadline(self) -> None:
+        if self.work is not None:
+            self.poll_due = True  # after the running task: polls never overlap git work
+            return
+        if not self.tree_ready:
+            self.start_prepare()
+            return
+        requested = self.take_retry()
+        if requested is not None:
+            self.on_retry(requested, poll=False)
 
-    async def adopt_or_clear_orphans(self) -> None:
-        """Exactly one copy runs: adopt the recorded process if it is really ours, stop any
-        other process carrying this app's tag (started by an agent that died too soon)."""
-        s = self.state
-        if s.pid and is_same_process(s.pid, s.pid_start, s.boot_id):
-            adopted = AppProcess.adopt(s.pid)
-            if adopted is not None:
-                self.proc, self.proc_started = adopted, self.now()
-                if s.commit != s.good:
-                    self.trial = self.new_trial(s.commit, rollback=False)
-                log.info("%s: adopted running pid %d", self.name, s.pid)
-                self.event("adopt", f"adopted pid {s.pid} left by a previous agent")
-                self.changed()
-                self.wakeup.set()
-        for pid in find_tagged(self.tag):
-            if self.proc is None or pid != self.proc.pid:
-                orphan = AppProcess.adopt(pid)
-                if orphan is not None:
-                    log.warning("%s: stopping orphan pid %d of this app", self.name, pid)
-                    await orphan.stop(self.config.application.stop_timeout_s)
+        async def poll() -> Event:
+            repo = self.config.repository
+            return Polled(await self.git.remote_head(repo.remote, repo.branch))
+        self.start_work(poll(), lambda exc: Polled(None, exc))
 
-    async def poll_once(self) -> None:
-        repo = self.config.repository
-        remote = await self.git.remote_head(repo.remote, repo.branch)
+    async def on_polled(self, event: Polled) -> None:
+        if event.error is not None or event.commit is None:
+            self.poll_failed(event.error or HuddleError("no commit"))
+            return
+        self.poll_backoff.reset()
+        self.arm_poll()
         if self.poll_error:
             self.poll_error = False
             self.state.last_error = None
             self.changed()
-        if remote == self.state.commit or remote in self.state.bad:
+        commit = event.commit
+        if not self.wants(commit):
             return
-        await self.deploy(remote)
+        self.start_deploy(commit)
 
-    async def run_hooks(self, commands, what: str, commit: Optional[str] = None) -> None:
-        await run_hooks(commands, what, cwd=self.config.repository.local_path,
-                        env=self.app_env(commit), log_path=self.log_path)
+    def wants(self, commit: str) -> bool:
+        """Whether a commit seen on the branch should be deployed now."""
+        if commit in (self.state.commit, self.newest) or commit in self.state.bad:
+            return False
+        d = self.deferred
+        if d is not None and d.commit == commit:
+            return self.now() >= d.not_before
+        self.deferred = None  # the branch moved on: an older failure no longer matters
+        return True
 
-    def append_log(self, text: str) -> None:
-        append_log(self.log_path, text)
+    def start_deploy(self, commit: str) -> None:
+        running = self.state.commit
 
-    async def deploy(self, commit: str) -> None:
-        repo, app = self.config.repository, self.config.application
-        await self.run_hooks(app.pre_pull, "pre-pull")
-        if not await self.git.has_commit(commit):
-            commit = await self.git.fetch(repo.remote, repo.branch)
-            if commit == self.state.commit or commit in self.state.bad:
-                return
+        async def deploy() -> Event:
+            return TreeReady("deploy", await self.tree.deploy(commit, running))
+        self.start_work(deploy(), lambda exc: TreeReady("deploy", commit, exc))
+
+    async def on_tree_ready(self, event: TreeReady) -> None:
+        if event.purpose == "prepare":
+            await self.on_prepared(event)
+        elif event.purpose == "deploy":
+            await self.on_deployed(event)
+        else:
+            await self.on_switched(event)
+
+    async def on_prepared(self, event: TreeReady) -> None:
+        if event.error is not None:
+            self.poll_failed(event.error)
+            return
+        cloned = not self.tree_ready and event.first and self.state.commit is None
+        self.tree_ready = True
+        self.poll_backoff.reset()
+        self.arm_poll(first_look=not cloned)
+        commit = event.commit
+        if commit is None:
+            return  # an empty branch: wait for a commit
+        if event.first:
+            self.state.commit = self.newest = commit
+            self.state.deployed_at = self.wall_clock()
+            self.event("deploy", f"deploying {commit[:12]} (first deploy from this tree)",
+                       commit)
+        if self.config.application is None:
+            self.state.good = commit
+            self.enter(State.SYNC_ONLY, f"tree at {commit[:12]}")
+            return
+        if not await self.adopt_or_clear_orphans():
+            await self.launch(trial=self.state.commit != self.state.good, reason="start")
+
+    async def on_deployed(self, event: TreeReady) -> None:
+        commit = event.commit or ""
+        if event.error is not None:
+            self.deploy_failed(commit, event.error)
+            return
+        self.deferred = None
+        if commit == self.state.commit or commit in self.state.bad:
+            return  # the branch moved back while we fetched
         previous = self.state.commit
-        log.info("%s: deploying %s (was %s)", self.name, commit[:12], (previous or "-")[:12])
-        await self.git.checkout(commit, repo.branch)
-        try:
-            await self.install_tree(commit)
-        except HuddleError:
-            if previous:  # the running app keeps a tree that matches it
-                await self.git.checkout(previous, repo.branch)
-            raise
-        self.state.commit = commit
+        if self.config.application is None:
+            self.state.commit = self.state.good = self.newest = commit
+            self.state.deployed_at = self.wall_clock()
+            self.event("deploy", f"tree at {commit[:12]} (was {(previous or '-')[:12]})",
+                       commit)
+            self.enter(State.SYNC_ONLY, f"tree at {commit[:12]}")
+            return
+        if self.current is State.TRIAL and previous and self.up_and_healthy():
+            self.state.fallback = previous  # healthy when superseded: a fallback candidate
+        await self.stop_process("deploy")
+        self.state.commit = self.newest = commit
         self.state.deployed_at = self.wall_clock()
-        self.state.stopped_reason = None
-        await self.stop_app("deploy")
-        self.event("deploy", f"deploying {commit[:12]}", commit)
-        await self.start_app(trial=True, reason="deploy")
+        self.event("deploy", f"deploying {commit[:12]} (was {(previous or '-')[:12]})", commit)
+        await self.launch(trial=True, reason="deploy")
 
-    # -- running the app -----------------------------------------------------------------
-    async def start_app(self, trial: bool, reason: str, rollback: bool = False) -> None:
+    def deploy_failed(self, commit: str, exc: HuddleError | OSError) -> None:
+        if isinstance(exc, TreeConflictError):
+            self.deferred = Deferred(commit, math.inf, Backoff(1, 1))
+            self.error(f"refused to deploy {commit[:12]}: {exc}; the running version keeps "
+                       "serving, a new commit on the branch is tried")
+        else:
+            d = self.deferred
+            if d is None or d.commit != commit:
+                d = Deferred(commit, 0.0, Backoff(self.config.timing.maximum_s,
+                                                  DEPLOY_RETRY_CAP_S, self.rng))
+            delay = d.backoff.failed()
+            d.not_before = self.now() + delay
+            self.deferred = d
+            self.error(f"deploy of {commit[:12]} failed: {exc}; the running version keeps "
+                       f"serving; retrying in {delay:.0f} s or when the branch moves")
+        self.event("error", self.state.last_error or "", commit)
+
+    # -- starting and stopping the process ----------------------------------------------------
+    async def launch(self, *, trial: bool, reason: str, suspect: str | None = None) -> None:
+        """Start the process at state.commit; on trial, or as the good commit."""
+        commit = self.state.commit or ""
+        if self.proc is not None:
+            raise RuntimeError(f"{self.name}: a second process while one runs")
+        app = self.config.application
+        assert app is not None
         self.health_failures = 0
         self.state.healthy = None
         self.state.health_detail = None
-        self.trial = self.new_trial(self.state.commit, rollback) if trial else None
+        self.trial = None
+        self.disarm("restart")
         try:
             self.proc = await self.start_process(
-                self.config.application.start, cwd=self.config.repository.local_path,
-                env=self.app_env(), log_path=self.log_path)
+                app.start, cwd=self.config.repository.local_path, env=self.app_env(),
+                log_path=self.log_path)
         except HuddleError as exc:
-            self.proc = None
-            self.changed()
-            if trial:
-                await self.fail_trial(str(exc))
-            else:
-                self.error(str(exc))
+            self.trial = Trial(commit, self.now(), suspect) if trial else None
+            await self.process_failed(f"cannot start: {exc}")
             return
+        proc = self.proc
         self.proc_started = self.now()
-        self.append_log(f"--- huddle: started pid {self.proc.pid} at "
-                        f"{(self.state.commit or '-')[:12]} ({reason})")
-        self.changed()
-        self.wakeup.set()
+        proc.exited.add_done_callback(lambda f: self.post(Exited(proc, _exit_code(f))))
+        append_log(self.log_path, f"--- huddle: started pid {proc.pid} at {commit[:12]} "
+                                  f"({reason})")
+        self.arm("check", self.next_check_at() - self.now())
+        if trial:
+            h = self.config.health
+            self.trial = Trial(commit, self.now() + h.grace_s + h.retries * h.interval_s,
+                               suspect)
+            self.arm("trial", self.trial.deadline - self.now())
+            self.enter(State.TRIAL, f"{commit[:12]} started ({reason}), on trial")
+        else:
+            self.enter(State.RUNNING, f"{commit[:12]} started ({reason})")
 
-    async def stop_app(self, reason: str) -> None:
+    async def stop_process(self, reason: str) -> None:
         proc, self.proc = self.proc, None
         self.trial = None
+        for kind in ("check", "trial"):
+            self.disarm(kind)
         if proc is not None and proc.running:
-            code = await proc.stop(self.config.application.stop_timeout_s)
-            self.append_log(f"--- huddle: stopped pid {proc.pid} ({reason}), status {code}")
+            app = self.config.application
+            code = await proc.stop(app.stop_timeout_s if app is not None else 10.0)
+            append_log(self.log_path, f"--- huddle: stopped pid {proc.pid} ({reason}), "
+                                      f"status {code}")
         self.changed()
-        self.wakeup.set()
 
-    async def on_exit(self, proc: AppProcess) -> None:
-        code = proc.exited.result()
+    async def adopt_or_clear_orphans(self) -> bool:
+        """Exactly one copy runs: adopt the recorded process if it is really ours, stop any
+        other process carrying this app's tag (started by an agent that died too soon).
+        Returns whether a process was adopted."""
+        s = self.state
+        pid, pid_start, boot = self.recorded
+        self.recorded = (None, None, None)
+        adopted = None
+        if pid and pid_start is not None and is_same_process(pid, pid_start, boot):
+            adopted = AppProcess.adopt(pid)
+        for pid in find_tagged(self.tag):
+            if adopted is None or pid != adopted.pid:
+                orphan = AppProcess.adopt(pid)
+                if orphan is not None:
+                    log.warning("%s: stopping orphan pid %d of this app", self.name, pid)
+                    app = self.config.application
+                    await orphan.stop(app.stop_timeout_s if app is not None else 10.0)
+        if adopted is None:
+            return False
+        self.proc = proc = adopted
+        self.proc_started = self.now()
+        proc.exited.add_done_callback(lambda f: self.post(Exited(proc, None)))
+        self.event("adopt", f"adopted running pid {proc.pid} left by a previous agent")
+        self.arm("check", 0.0)
+        if s.commit != s.good:
+            h = self.config.health
+            self.trial = Trial(s.commit or "", self.now() + h.grace_s + h.retries * h.interval_s)
+            self.arm("trial", self.trial.deadline - self.now())
+            self.enter(State.TRIAL, f"adopted pid {proc.pid}, on trial")
+        else:
+            self.enter(State.RUNNING, f"adopted pid {proc.pid}")
+        return True
+
+    # -- verdicts -------------------------------------------------------------------------------
+    async def on_exit(self, code: int | None) -> None:
         detail = "exited" + (f" with status {code}" if code is not None else "")
-        self.append_log(f"--- huddle: pid {proc.pid} {detail}")
-        self.proc = None
+        proc = self.proc
+        append_log(self.log_path, f"--- huddle: pid {proc.pid if proc else '?'} {detail}")
+        await self.process_failed(f"app {detail}")
+
+    async def process_failed(self, reason: str) -> None:
+        """The process exited, could not start, or failed its checks `retries` times."""
+        ran_s = self.now() - self.proc_started if self.proc is not None else 0.0
         self.state.healthy = False
-        if self.trial:
-            await self.fail_trial(f"app {detail}")
+        if self.trial is not None:
+            await self.fail_trial(reason)
             return
-        if self.now() - self.proc_started >= STABLE_AFTER_S:
+        await self.stop_process("failed")
+        if ran_s >= STABLE_AFTER_S:
             self.restart_backoff.reset()
         delay = self.restart_backoff.failed()
-        self.error(f"app {detail}; restarting in {delay:.1f} s")
-        await self.restart_later(delay, proc)
+        self.error(f"{reason}; restarting in {delay:.1f} s")
+        self.arm("restart", delay)
+        self.enter(State.BACKOFF, reason)
 
-    async def restart_later(self, delay: float, old: AppProcess) -> None:
-        self.lock.release()  # a deploy may run while we wait
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            await self.lock.acquire()
-        if self.proc is None and not self.state.stopped_reason and self.state.commit:
+    async def fail_trial(self, reason: str) -> None:
+        trial = self.trial
+        assert trial is not None
+        await self.stop_process("failed trial")
+        if self.work is not None:
+            # a deploy is under way: it lands a newer commit, or else we continue here
+            self.after_work = lambda: self.after_failed_trial(trial, reason)
+            self.state.last_error = f"{trial.commit[:12]} failed its trial: {reason}"
+            self.enter(State.SYNCING, f"{trial.commit[:12]} failed; a deploy is under way")
+            return
+        await self.after_failed_trial(trial, reason)
+
+    async def after_failed_trial(self, trial: Trial, reason: str) -> None:
+        if self.proc is not None:
+            return  # the deploy that was under way started a newer commit
+        failed = trial.commit
+        if trial.suspect is not None:
+            # the fallback failed too: blame the environment, ban nothing, retry the newest
+            self.crashloop(f"{failed[:12]} failed as well ({reason}) after "
+                           f"{trial.suspect[:12]} failed: the environment is at fault, "
+                           "nothing is banned")
+            return
+        fallback = self.fallback_for(failed)
+        if fallback is None:
+            self.crashloop(f"{failed[:12]} failed ({reason}) and nothing earlier ran "
+                           "healthily")
+            return
+        self.event("rollback", f"{failed[:12]} failed ({reason}); rolling back to "
+                               f"{fallback[:12]}", failed)
+        self.state.last_error = f"rolled back {failed[:12]}: {reason}"
+        self.switch_to(fallback, suspect=failed, why=f"rolling back to {fallback[:12]}")
+
+    def fallback_for(self, failed: str) -> str | None:
+        for commit in (self.state.good, self.state.fallback):
+            if commit and commit != failed and commit not in self.state.bad:
+                return commit
+        return None
+
+    def crashloop(self, reason: str) -> None:
+        delay = self.restart_backoff.failed()
+        target = self.newest or self.state.commit or "-"
+        self.error(f"{reason}; retrying {target[:12]} in {delay:.1f} s")
+        self.arm("restart", delay)
+        self.enter(State.CRASHLOOP, reason)
+
+    def switch_to(self, commit: str, *, suspect: str | None, why: str) -> None:
+        """Move the tree to a commit deployed before, then start it on trial."""
+        self.enter(State.SYNCING, why)
+        running = self.state.commit
+
+        async def switch() -> Event:
+            await self.tree.switch(commit, running)
+            return TreeReady("switch", commit)
+        self.pending_suspect = suspect
+        self.start_work(switch(), lambda exc: TreeReady("switch", commit, exc))
+
+    async def on_switched(self, event: TreeReady) -> None:
+        suspect, self.pending_suspect = self.pending_suspect, None
+        if event.error is not None:
+            self.crashloop(f"cannot move the tree to {(event.commit or '-')[:12]}: "
+                           f"{event.error}")
+            return
+        self.state.commit = event.commit
+        self.state.deployed_at = self.wall_clock()
+        await self.launch(trial=True, reason="rollback" if suspect else "retry",
+                          suspect=suspect)
+
+    def pass_trial(self) -> None:
+        trial = self.trial
+        assert trial is not None
+        self.trial = None
+        self.disarm("trial")
+        self.state.good = trial.commit
+        self.state.fallback = None
+        self.state.healthy = True
+        self.restart_backoff.reset()
+        if trial.suspect is not None:
+            if trial.suspect not in self.state.bad:
+                self.state.bad.append(trial.suspect)
+            self.newest = trial.commit
+            self.event("ban", f"{trial.suspect[:12]} is banned: its fallback "
+                              f"{trial.commit[:12]} runs healthily", trial.suspect)
+        else:
+            self.state.last_error = None
+        self.event("good", f"{trial.commit[:12]} passed its health window", trial.commit)
+        self.enter(State.RUNNING, f"{trial.commit[:12]} passed its window")
+
+    def up_and_healthy(self) -> bool:
+        up = self.proc is not None and self.proc.running
+        return up and (self.config.health.type == "none" or self.state.healthy is True)
+
+    # -- timers ---------------------------------------------------------------------------------
+    async def on_trial_deadline(self) -> None:
+        if self.trial is None:
+            return
+        if self.up_and_healthy():
+            self.pass_trial()
+            return
+        await self.process_failed(f"not healthy at the end of its window "
+                                  f"({self.state.health_detail or 'no successful check'})")
+
+    async def on_restart_deadline(self) -> None:
+        if self.current is State.BACKOFF:
             self.state.restarts += 1
-            self.event("restart", f"restart #{self.state.restarts} after pid {old.pid} failed")
-            await self.start_app(trial=False, reason="restart")
+            self.event("restart", f"restart #{self.state.restarts}")
+            await self.launch(trial=False, reason="restart")
+        elif self.current is State.CRASHLOOP:
+            self.state.restarts += 1
+            target = self.newest or self.state.commit
+            if target is None:
+                return
+            self.event("restart", f"retry #{self.state.restarts} of {target[:12]}", target)
+            if self.work is not None:
+                self.arm("restart", 1.0)  # a deploy is under way; look again shortly
+                return
+            self.switch_to(target, suspect=None, why=f"retrying {target[:12]}")
 
-    # -- health --------------------------------------------------------------------------
+    # -- health -----------------------------------------------------------------------------
     def next_check_at(self) -> float:
         h = self.config.health
         first = self.proc_started + (h.grace_s if h.type == "none" else min(h.grace_s, 1.0))
         return max(first, self.last_check + h.interval_s)
 
-    def next_deadline(self) -> float:
-        deadline = self.next_check_at()
-        if self.trial:
-            deadline = min(deadline, self.trial.deadline)
-        return deadline
+    async def on_check_deadline(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if self.config.health.type == "none":
+            await self.on_checked(True, "running")
+            return
+        if self.checking is not None:
+            return
 
-    async def check_health(self, proc: AppProcess) -> None:
+        async def check() -> None:
+            try:
+                result = await self.health_check(self.config.health)
+                self.post(Checked(proc, result.ok, result.detail))
+            except Exception as exc:  # a check must end in a verdict, never in silence
+                log.exception("%s: health check raised", self.name)
+                self.post(Checked(proc, False, f"check error: {exc!r}"))
+        self.checking = asyncio.ensure_future(check())
+
+    async def on_checked(self, ok: bool, detail: str) -> None:
         h = self.config.health
         self.last_check = self.now()
-        if h.type == "none":
-            ok, detail = True, "running"
-        else:
-            result = await self.health_check(h)
-            ok, detail = result.ok, result.detail
-        if proc is not self.proc or not proc.running:
-            return  # the app changed while we looked: this verdict is about a gone process
-        in_grace = self.now() < self.proc_started + h.grace_s
+        self.arm("check", self.next_check_at() - self.now())
         if ok:
             self.health_failures = 0
-            if self.now() - self.proc_started >= STABLE_AFTER_S:
+            if self.now() - self.proc_started >= STABLE_AFTER_S and self.trial is None:
                 self.restart_backoff.reset()
             if self.state.healthy is not True:
                 self.state.healthy, self.state.health_detail = True, detail
                 self.event("health", f"healthy: {detail}")
                 self.changed()
             return
-        if in_grace:
+        if self.now() < self.proc_started + h.grace_s:
             return
         self.health_failures += 1
         self.state.health_detail = detail
         if self.health_failures < h.retries:
             return
-        was_healthy = self.state.healthy
-        self.state.healthy = False
-        if was_healthy is not False:
+        if self.state.healthy is not False:
             self.event("health", f"unhealthy: {detail}")
+        self.state.healthy = False
         self.changed()  # report the verdict now, not after the stop timeout
-        async with self.lock:
-            if proc is not self.proc:
-                return
-            if self.trial:
-                await self.fail_trial(f"unhealthy {h.retries} times: {detail}")
-                return
-            await self.stop_app("unhealthy")
-            delay = self.restart_backoff.failed()
-            self.error(f"unhealthy {h.retries} times ({detail}); restarting in {delay:.1f} s")
-            await self.restart_later(delay, proc)
+        await self.process_failed(f"unhealthy {h.retries} times ({detail})")
+
+    # -- the user's requests ---------------------------------------------------------------
+    def on_retry(self, commits: tuple[str, ...], *, poll: bool = True) -> None:
+        bad = self.state.bad
+        cleared = [c for c in bad if not commits or any(c.startswith(p) for p in commits)]
+        if not cleared and self.deferred is None:
+            return
+        self.state.bad = [c for c in bad if c not in cleared]
+        self.deferred = None
+        self.event("retry", "cleared " + (", ".join(c[:12] for c in cleared) or "a refusal"))
+        self.changed()
+        if poll:
+            self.post(PollSoon(0.0))
+
+    DEADLINES: dict[str, Callable[[AppController], Awaitable[None]]] = {
+        "poll": on_poll_deadline, "check": on_check_deadline,
+        "trial": on_trial_deadline, "restart": on_restart_deadline,
+    }
+
+
+def _exit_code(future: asyncio.Future[Any]) -> int | None:
+    if future.cancelled() or future.exception() is not None:
+        return None
+    result = future.result()
+    return result if isinstance(result, int) else None

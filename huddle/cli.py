@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run the agent for the apps configured in PATH (files or directories)"),
     "check": ("check", "validate app configs; one line per problem, exit 0 when all are valid"),
     "status": ("status", "show what the agent's state file says about each app"),
+    "reload": ("reload", "make the running agent reread its configs (as SIGHUP does)"),
+    "retry": ("retry", "clear a ban so a rolled-back commit may deploy again"),
     "watch": ("watch", "live table of every device reporting to an MQTT broker"),
     "publish": ("publish", "write a branch as a static manifest tree for micro devices"),
     "flash": ("flash", "copy the micro agent and a device config onto a MicroPython board"),

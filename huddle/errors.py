@@ -50,6 +50,15 @@ class GitError(CommandError):
     """A git call failed; carries the command line and git's stderr."""
 
 
+class TreeConflictError(GitError):
+    """A checkout would overwrite or remove untracked or ignored files; `paths` names them."""
+
+    def __init__(self, argv: Sequence[str], paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        shown = ", ".join(self.paths[:10]) + (" ..." if len(self.paths) > 10 else "")
+        super().__init__(argv, f"would overwrite or remove untracked files: {shown}")
+
+
 class StateError(HuddleError):
     """The state file cannot be read or written."""
 

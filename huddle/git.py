@@ -107,6 +107,27 @@ class GitRepo:
         finally:
             shutil.rmtree(temp, ignore_errors=True)
 
+    async def adoption_problem(self, remote: str, url: str, branch: str) -> Optional[str]:
+        """Why an existing clone that huddle never deployed from must not be taken over
+        (its remote differs, or it holds work that a deploy would discard), or None."""
+        where = str(self.path)
+        if url:
+            current = await self._git(["remote", "get-url", "--", remote], check=False)
+            if current.returncode == 0 and current.stdout.strip() != url:
+                return (f"{where} is a clone of {redact(current.stdout.strip())}, not of "
+                        f"{redact(url)}: refusing to take it over")
+        status = await self._git(["status", "--porcelain", "--untracked-files=no"],
+                                 check=False)
+        if status.stdout.strip():
+            return (f"{where} has uncommitted changes to tracked files: refusing to take it "
+                    "over (a deploy would discard them)")
+        local = await self._git(["rev-list", "--count", "HEAD", "--not", "--remotes"],
+                                check=False)
+        if local.returncode == 0 and local.stdout.strip() not in ("", "0"):
+            return (f"{where} has {local.stdout.strip()} commit(s) on no remote: refusing to "
+                    "take it over (a deploy would leave them behind)")
+        return None
+
     async def ensure_remote(self, remote: str, url: str) -> None:
         """Point `remote` at url; with an empty url the clone must already have `remote`."""
         check_ref_name("remote", remote)

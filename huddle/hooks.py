@@ -21,9 +21,10 @@ HOOK_TIMEOUT_S = 900.0
 
 
 async def run_hooks(commands: Iterable[tuple], what: str, *, cwd: Path,
-                    env: Mapping[str, str], log_path: Path) -> None:
+                    env: Mapping[str, str], log_path: Path,
+                    timeout_s: float = HOOK_TIMEOUT_S) -> None:
     for argv in commands:
-        result = await run_command(argv, cwd=str(cwd), env=env, timeout_s=HOOK_TIMEOUT_S,
+        result = await run_command(argv, cwd=str(cwd), env=env, timeout_s=timeout_s,
                                    check=False)
         append_log(log_path, f"--- huddle: {what}: {' '.join(argv)} -> {result.returncode}\n"
                    + result.stdout + result.stderr)

@@ -25,6 +25,14 @@ from huddle.errors import HuddleError
 TAG_VAR = "HUDDLE_APP"
 
 
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """An app's or hook's environment: the agent's, without the agent's own `HUDDLE_*`
+    settings (a broker password must not reach an app), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
+    env.update(extra)
+    return env
+
+
 def boot_id() -> Optional[str]:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()

@@ -46,7 +46,8 @@ class AppState:
     health_detail: Optional[str] = None
     pid_start: Optional[int] = None     # /proc/PID/stat starttime of `pid`
     boot_id: Optional[str] = None
-    stopped_reason: Optional[str] = None  # set when huddle deliberately leaves the app down
+    state: str = "stopped"              # the app's named state (huddle/states.py)
+    fallback: Optional[str] = None      # healthy when superseded before its window ended
 
     @classmethod
     def from_json(cls, data: dict) -> "AppState":

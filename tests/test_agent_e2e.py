@@ -61,8 +61,10 @@ def test_deploy_update_logs_environment_status_and_polling_cost(tmp_path, agent_
     table = agent.status()
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.splitlines()[:2]
-    assert header.split()[:6] == ["APP", "COMMIT", "GOOD", "PID", "HEALTH", "RESTARTS"]
-    assert row.split()[:6] == ["web", v1[:12], v1[:12], str(first["pid"]), "healthy", "0"]
+    assert header.split()[:7] == ["APP", "STATE", "COMMIT", "GOOD", "PID", "HEALTH",
+                                  "RESTARTS"]
+    assert row.split()[:7] == ["web", "running", v1[:12], v1[:12], str(first["pid"]),
+                               "healthy", "0"]
     as_json = agent.status("--json")
     assert as_json.returncode == 0
     web = json.loads(as_json.stdout)["web"]

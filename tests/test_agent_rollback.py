@@ -57,7 +57,8 @@ def test_crashing_commit_is_rolled_back_and_never_deployed_again(tmp_path, agent
     assert started_at(agent, "web", v2) == 1
     assert agent.app("web")["commit"] == v1
     table = agent.status().stdout.splitlines()
-    assert table[1].split()[:5] == ["web", v1[:12], v1[:12], str(app["pid"]), "healthy"]
+    assert table[1].split()[:6] == ["web", "running", v1[:12], v1[:12], str(app["pid"]),
+                                    "healthy"]
     assert f"rolled back {v2[:12]}" in table[1]
     # a newer good commit deploys normally, and v2 stays recorded as bad
     v3 = origin.app_commit("v3")
@@ -86,22 +87,23 @@ def test_unhealthy_commit_is_rolled_back(tmp_path, agent_factory):
     assert agent.stop() == 0
 
 
-def test_first_commit_that_fails_leaves_the_app_stopped_with_a_clear_error(
+def test_first_commit_that_fails_is_retried_with_backoff_never_banned_and_a_fix_deploys(
         tmp_path, agent_factory):
     origin, port, config = make_app(tmp_path)
     v1 = origin.app_commit("v1", mode="crash")
     agent = agent_factory().start(config)
-    app = agent.wait_app("web", lambda a: a.get("stopped_reason") and a, "the app given up")
-    assert not app["running"] and app["good"] is None
-    assert "no good commit" in app["last_error"] and v1[:12] in app["last_error"]
-    assert app["bad"] in ([], [v1])
+    app = agent.wait_app("web", lambda a: a.get("restarts", 0) >= 2 and a, "two retries")
+    assert app["state"] in ("crashloop", "syncing", "trial") and app["good"] is None
+    assert app["bad"] == []
+    assert "nothing earlier ran healthily" in agent.output()
     row = agent.status().stdout.splitlines()[1]
-    assert "stopped" in row.split() and "no good commit" in row
-    assert started_at(agent, "web", v1) == 1
-    # a fixed commit is deployed
+    assert row.split()[:3] == ["web", app["state"], v1[:12]] or "crashloop" in row
+    assert started_at(agent, "web", v1) >= 3
+    # a fixed commit is deployed at the next poll
     v2 = origin.app_commit("v2")
     agent.wait_good("web", v2)
     assert http_get(port) == (200, "v2")
+    assert agent.app("web")["bad"] == []
     assert agent.stop() == 0
 
 

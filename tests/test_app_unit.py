@@ -3,6 +3,7 @@ fake health check: every history below is hours of agent life replayed in millis
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from huddle.app import AppController, POLL_BACKOFF_CAP_S, RESTART_BACKOFF_S
 from huddle.config import (AppConfig, ApplicationConfig, HealthConfig, RepositoryConfig,
                            TimingConfig)
 from huddle.errors import GitError
+from huddle.events import Retry
 from huddle.health import HealthResult
 from huddle.state import AppState
 from tests.virtualtime import run_virtual
@@ -33,6 +35,7 @@ class World:
         self.cloned = False
         self.calls: list = []          # (virtual time, git verb)
         self.remote_error = None
+        self.fetch_error: dict = {}     # commit -> error its fetch raises
         self.remote_delay_s = 0.0
         self.crash_after_s: dict = {}  # commit -> seconds after start it exits with 1
         self.unhealthy: set = set()    # commits whose health check fails
@@ -52,6 +55,9 @@ class World:
     async def ensure_remote(self, remote, url) -> None:
         return None
 
+    async def adoption_problem(self, remote, url, branch):
+        return None
+
     async def head(self):
         return self.tree
 
@@ -67,6 +73,8 @@ class World:
 
     async def fetch(self, remote, branch) -> str:
         self.calls.append((now(), "fetch"))
+        if self.remote in self.fetch_error:
+            raise self.fetch_error[self.remote]
         self.local.add(self.remote)
         return self.remote
 
@@ -119,14 +127,15 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
-def make_config(tmp_path: Path, health: str = "http", minimum=5.0, maximum=10.0) -> AppConfig:
+def make_config(tmp_path: Path, health: str = "http", minimum=5.0, maximum=10.0,
+                grace=2.0) -> AppConfig:
     return AppConfig(
         name="web", source=tmp_path / "web.json",
         repository=RepositoryConfig(local_path=tmp_path / "web", remote_path="/origin.git"),
         timing=TimingConfig(minimum, maximum),
         application=ApplicationConfig(start=("web",), stop_timeout_s=1.0),
         health=HealthConfig(type=health, port=8080 if health != "none" else None,
-                            interval_s=1.0, timeout_s=0.5, retries=2, grace_s=2.0))
+                            interval_s=1.0, timeout_s=0.5, retries=2, grace_s=grace))
 
 
 def controller(world: World, tmp_path: Path, state: AppState = None, **kw) -> AppController:
@@ -156,11 +165,13 @@ def scenario(tmp_path, steps, **kw):
             await asyncio.sleep(max(0.0, start + at - now()))
             fn(world)
         world.running_before_stop = len(world.running())
+        world.state_before_stop = copy.deepcopy(c.state)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     run_virtual(main())
     assert world.running() == []  # stopping the controller stops the app
-    return world, c.state
+    assert c.state.state == "stopped" and c.state.healthy is None and not c.state.running
+    return world, world.state_before_stop
 
 
 def test_first_start_clones_runs_and_becomes_good(tmp_path):
@@ -236,21 +247,31 @@ def test_unhealthy_commit_is_rolled_back_within_its_window(tmp_path):
     assert state.bad == [C2] and state.good == C1 and state.healthy is True
 
 
-def test_rollback_that_fails_leaves_app_stopped_without_flapping(tmp_path):
-    def push_bad_and_break_good(w):
-        w.crash_after_s[C2] = 0.5
-        w.crash_after_s[C1] = 0.5
+def test_fallback_failing_the_same_way_bans_nothing_and_the_newest_runs_after_the_fault(
+        tmp_path):
+    """A port still taken makes both the new commit and its fallback crash: the environment
+    is at fault, so neither is banned; both are retried with capped backoff, never left
+    stopped, and the newest runs once the fault is gone."""
+    def fault(w):
+        w.crash_after_s[C2] = w.crash_after_s[C1] = 0.5
         w.remote = C2
-    world, state = scenario(tmp_path, [(30, push_bad_and_break_good), (900, lambda w: None)])
-    assert [c for _, c in world.starts] == [C1, C2, C1]
-    assert world.running_before_stop == 0
-    assert state.stopped_reason and "rollback" in state.stopped_reason
-    assert state.running is False and state.bad == [C2]
+
+    def fault_gone(w):
+        w.crash_after_s.clear()
+    world, state = scenario(tmp_path, [(30, fault), (600, fault_gone), (900, lambda w: None)])
+    during = [c for t, c in world.starts if t - world.starts[0][0] < 600]
+    assert during[:3] == [C1, C2, C1]
+    assert set(during) == {C1, C2} and len(during) >= 8   # kept trying, both of them
+    gaps = [b - a for (a, _), (b, _) in zip(world.starts, world.starts[1:])]
+    assert max(gaps) <= 60 + 2 * 5   # capped backoff (plus the fallback's own short run)
+    assert state.bad == []
+    assert state.commit == state.good == C2 and state.state == "running"
+    assert world.running_before_stop == 1
 
 
-def test_first_commit_failing_has_no_good_commit_and_stays_stopped(tmp_path):
-    def push_fixed(w):
-        w.remote = C2
+def test_first_commit_failing_is_retried_with_backoff_and_a_fix_deploys(tmp_path):
+    """No good commit yet: a failing first commit is a crash loop, never a stop and never a
+    ban; a fix pushed meanwhile deploys at the next poll."""
     world = World()
     world.crash_after_s[C1] = 0.5
     c = controller(world, tmp_path)
@@ -258,15 +279,86 @@ def test_first_commit_failing_has_no_good_commit_and_stays_stopped(tmp_path):
     async def main():
         task = asyncio.ensure_future(c.run())
         await asyncio.sleep(200)
-        assert [x for _, x in world.starts] == [C1]
-        assert "no good commit" in c.state.stopped_reason and c.state.bad == [C1]
-        push_fixed(world)
-        await asyncio.sleep(60)
+        starts = [t for t, _ in world.starts]
+        assert len(starts) >= 5 and {x for _, x in world.starts} == {C1}
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        assert gaps[-1] > gaps[0]                           # backing off
+        assert c.state.state == "crashloop" and c.state.bad == []
+        world.remote = C2
+        await asyncio.sleep(40)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     run_virtual(main())
-    assert [x for _, x in world.starts] == [C1, C2]
-    assert c.state.good == C2 and c.state.stopped_reason is None
+    assert world.starts[-1][1] == C2
+    assert c.state.good == C2 and c.state.bad == []
+
+
+def test_first_deploy_killed_once_during_its_trial_comes_back(tmp_path):
+    def oom_kill(w):
+        w.running()[0].exit(-9)
+    world, state = scenario(tmp_path, [(1.5, oom_kill), (60, lambda w: None)])
+    assert [c for _, c in world.starts] == [C1, C1]
+    assert state.good == C1 and state.state == "running" and state.bad == []
+
+
+def test_a_commit_superseded_while_healthy_is_the_fallback(tmp_path):
+    """v1 serves fine but its window has not ended when v2 arrives; v2 crashes: v1 is the
+    fallback (it never failed), and v2 is banned once v1 runs healthily again."""
+    def push_bad_early(w):
+        w.crash_after_s[C2] = 0.5
+        w.remote = C2
+    world = World()
+    c = controller(world, tmp_path, minimum=0.5, maximum=0.5, grace=30.0)
+
+    async def main():
+        task = asyncio.ensure_future(c.run())
+        await asyncio.sleep(5)            # C1 healthy, still inside its 32 s window
+        assert c.state.good is None and c.state.healthy is True
+        push_bad_early(world)
+        await asyncio.sleep(120)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return copy.deepcopy(c.state)
+    state = run_virtual(main())
+    assert [x for _, x in world.starts] == [C1, C2, C1]
+    assert state.bad == [C2] and state.commit == C1
+
+
+def test_a_failed_deploy_keeps_the_app_and_a_newer_commit_is_tried_at_the_next_poll(tmp_path):
+    def broken_fetch(w):
+        w.fetch_error[C2] = GitError(["pip"], "(install) exited with status 1")
+        w.remote = C2
+
+    def push_fix(w):
+        w.remote = C3
+    world, state = scenario(tmp_path, [(30, broken_fetch), (45, push_fix), (70, lambda w: None)])
+    tries = [t for t, v in world.calls if v == "fetch"]
+    assert [c for _, c in world.starts] == [C1, C3]
+    fixed_at = next(t for t, c in world.starts if c == C3) - world.starts[0][0]
+    assert fixed_at <= 45 + 10 + 1   # within one poll interval of the push, no backoff wait
+    assert len(tries) >= 2           # C2 was retried, with backoff
+    assert state.commit == state.good == C3 and state.bad == []
+
+
+def test_retry_clears_a_ban_and_the_commit_deploys_again(tmp_path):
+    world = World()
+    c = controller(world, tmp_path)
+
+    async def main():
+        task = asyncio.ensure_future(c.run())
+        await asyncio.sleep(30)
+        world.crash_after_s[C2] = 0.5
+        world.remote = C2
+        await asyncio.sleep(60)
+        assert c.state.bad == [C2]
+        world.crash_after_s.clear()
+        c.post(Retry((C2[:12],)))
+        await asyncio.sleep(30)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    run_virtual(main())
+    assert [x for _, x in world.starts] == [C1, C2, C1, C2]
+    assert c.state.bad == [] and c.state.good == C2
 
 
 def test_dead_remote_backs_off_keeps_app_running_and_recovers(tmp_path):

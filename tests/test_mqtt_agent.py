@@ -35,8 +35,10 @@ def test_huddle_run_reports_status_and_deploy_events(broker, agent_factory, tmp_
         assert msg.retain
         payload = json.loads(msg.payload)
         assert set(payload) == {"device", "state", "ts", "uptime", "version", "apps"}
-        assert set(payload["apps"]["web"]) == {"commit", "branch", "running", "healthy",
-                                               "restarts", "last_deploy", "last_error"}
+        assert set(payload["apps"]["web"]) == {"commit", "branch", "state", "running",
+                                               "healthy", "restarts", "last_deploy",
+                                               "last_error"}
+        assert payload["apps"]["web"]["state"] in ("trial", "running")
         assert payload["apps"]["web"]["branch"] == "main"
         assert agent.stop() == 0
     finally:

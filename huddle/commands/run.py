@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         raise HuddleError("no valid app config to run")
     device_id = args.device_id or socket.gethostname()
     store = StateStore(state_dir(args))
-    agent = Agent(configs, store)
+    agent = Agent(configs, store, paths=args.paths)
     if args.mqtt:
         from huddle.mqtt.reporter import make_reporter, validate_device_id
         agent.reporter = make_reporter(

@@ -39,12 +39,12 @@ def main(args: argparse.Namespace) -> int:
                          sort_keys=True))
         return 0
     health = {True: "healthy", False: "unhealthy", None: "-"}
-    rows = [("APP", "COMMIT", "GOOD", "PID", "HEALTH", "RESTARTS", "DEPLOYED", "LAST ERROR")]
+    rows = [("APP", "STATE", "COMMIT", "GOOD", "PID", "HEALTH", "RESTARTS", "DEPLOYED",
+             "LAST ERROR")]
     for name, s in sorted(apps.items()):
-        rows.append((name, (s.commit or "-")[:12], (s.good or "-")[:12],
-                     str(s.pid) if s.running and s.pid else "stopped", health[s.healthy],
-                     str(s.restarts), _age(s.deployed_at),
-                     (s.stopped_reason or s.last_error or "-")[:80]))
+        rows.append((name, s.state, (s.commit or "-")[:12], (s.good or "-")[:12],
+                     str(s.pid) if s.running and s.pid else "-", health[s.healthy],
+                     str(s.restarts), _age(s.deployed_at), (s.last_error or "-")[:80]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
