@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     from huddle.state import AgentLock, StateStore
 
     setup_logging(args.log_level)
-    configs, problems = load_paths(args.paths)
+    configs, problems = load_paths(args.paths, state_dir(args))
     for problem in problems:
         print(f"huddle: {problem} (skipped)", file=sys.stderr)
     if not configs:
