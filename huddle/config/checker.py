@@ -258,7 +258,9 @@ class ConfigChecker(ConfigReader):
             if key in section:
                 values[key.replace(" ", "_") + "_s"] = self.number(
                     f"application.{key}", section[key], above=key == "install timeout")
-        return None if len(self.problems) > before else ApplicationConfig(**values)
+        if len(self.problems) > before or "start" not in values:   # or refused while read
+            return None
+        return ApplicationConfig(**values)
 
     def start_command(self, section: dict) -> Command | None:
         """`start`, run by the original huddle's `executable` (its interpreter) when that is

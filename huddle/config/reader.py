@@ -90,6 +90,7 @@ class ConfigReader:
         self.doc: dict[str, dict[str, Any]] = {}
         self.environment: dict[str, str] = {}
         self.broken: set[str] = set()            # sections already reported as malformed
+        self.rejected: set[str] = set()          # "section.key"s given but refused
 
     def problem(self, where: str, reason: str) -> None:
         self.problems.append(ConfigError(str(self.path), where, reason))
@@ -205,9 +206,11 @@ class ConfigReader:
                                  f"given twice (as {written[known]!r} and {key!r})")
                 elif isinstance(value, str) and "\0" in value:
                     self.problem(f"{section}.{known}", "contains a NUL byte")
+                    self.rejected.add(f"{section}.{known}")
                 elif _too_long(value):
                     self.problem(f"{section}.{known}", f"longer than {MAX_VALUE_CHARS} "
                                                        "characters, the limit for a value")
+                    self.rejected.add(f"{section}.{known}")
                 else:
                     out[known], written[known] = value, key
             self.doc[section] = out
@@ -227,7 +230,7 @@ class ConfigReader:
                 self.environment[name] = value
 
     def missing(self, where: str, detail: str = "") -> None:
-        if where.split(".")[0] not in self.broken:
+        if where.split(".")[0] not in self.broken and where not in self.rejected:
             self.problem(where, "required key is missing" + detail)
 
     def get(self, section: str, key: str) -> Any:
