@@ -23,6 +23,7 @@ from pathlib import Path
 
 from huddle.app import AppController
 from huddle.config import AppConfig, load_paths
+from huddle.errors import HuddleError
 from huddle.report import NullReporter, Reporter
 from huddle.requests import take_retry
 from huddle.state import AppState, StateStore
@@ -65,6 +66,7 @@ class Agent:
         self.started = time.time()
         self.stop_requested: asyncio.Event | None = None
         self.save_pending = False
+        self.save_error: str | None = None   # reported once, not at every change
         self.reloading: asyncio.Task[None] | None = None
 
     def state_changed(self) -> None:
@@ -78,8 +80,14 @@ class Agent:
         self.save_pending = False
         try:
             self.store.save(self.states)
-        except Exception as exc:  # a full disk must not stop supervision; it is logged
-            log.error("cannot save state: %s", exc)
+        except HuddleError as exc:  # a full or read-only disk must not stop supervision
+            if str(exc) != self.save_error:
+                log.error("%s (apps keep running; retried at every change)", exc)
+            self.save_error = str(exc)
+        else:
+            if self.save_error:
+                log.info("state saved again after: %s", self.save_error)
+            self.save_error = None
 
     def apps_snapshot(self) -> dict:
         """The `apps` object of the MQTT status payload."""
@@ -131,7 +139,7 @@ class Agent:
         await asyncio.gather(task, return_exceptions=True)
 
     async def reload(self) -> None:
-        configs, problems = load_paths(self.paths)
+        configs, problems = load_paths(self.paths, self.store.dir)
         broken = {str(p.file) for p in problems}
         for problem in problems:
             log.error("reload: %s (skipped)", problem)
@@ -166,6 +174,8 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         # apps no longer configured leave the state: it describes what this agent runs
         self.states.update(self.store.load())
+        for warning in self.store.load_warnings:
+            log.warning("%s", warning)
         for name in set(self.states) - {c.name for c in self.configs}:
             del self.states[name]
         for config in self.configs:

@@ -133,6 +133,15 @@ def list_tree(repo: Path, commit: str, git: str = "git") -> List[Tuple[str, str]
     return files
 
 
+def _file_mode() -> int:
+    """What an ordinary new file gets (0666 & ~umask): published files are served by a web
+    server running as another user, so mkstemp's private 0600 will not do. The umask is
+    read by setting it back at once (publish is a single-threaded command)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(str(path), os.O_RDONLY)
     try:
@@ -225,7 +234,9 @@ def _store_blob(blobs: Path, chunks: Iterator[bytes]) -> Tuple[str, int, bool]:
         final = blobs / name
         if final.exists():
             os.unlink(tmp)
+            os.chmod(final, _file_mode())   # heals a blob an older publish left 0600
             return name, size, False
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, final)
         return name, size, True
     except BaseException:
@@ -252,6 +263,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -37,16 +37,17 @@ def main(args: argparse.Namespace) -> int:
     from huddle.agent import Agent
     from huddle.config import load_paths
     from huddle.errors import HuddleError
-    from huddle.state import StateStore
+    from huddle.state import AgentLock, StateStore
 
     setup_logging(args.log_level)
-    configs, problems = load_paths(args.paths)
+    configs, problems = load_paths(args.paths, state_dir(args))
     for problem in problems:
         print(f"huddle: {problem} (skipped)", file=sys.stderr)
     if not configs:
         raise HuddleError("no valid app config to run")
     device_id = args.device_id or socket.gethostname()
     store = StateStore(state_dir(args))
+    AgentLock(store.dir).acquire()  # held until this process exits, however it exits
     agent = Agent(configs, store, paths=args.paths)
     if args.mqtt:
         from huddle.mqtt.reporter import make_reporter, validate_device_id

@@ -42,12 +42,14 @@ def load_file(path: Path) -> AppConfig:
     return app
 
 
-def load_paths(paths: Sequence[Path]) -> tuple[list[AppConfig], list[ConfigError]]:
+def load_paths(paths: Sequence[Path], state_dir: Path | None = None
+               ) -> tuple[list[AppConfig], list[ConfigError]]:
     """Expand directories (skipping `_`-prefixed files), load each config; return the valid
     configs and every problem found, so `run` can skip bad files and `check` can list them.
 
-    Two apps with one name, or one working tree, are refused on the later file; the first
-    stays valid."""
+    Two apps with one name, or one working tree, or trees nested in each other, are refused
+    on the later file; the first stays valid. With `state_dir` (both `run` and `check` pass
+    it), a working tree that is, holds or lies inside the state dir is refused too."""
     configs: list[AppConfig] = []
     problems: list[ConfigError] = []
     seen: set[str] = set()
@@ -62,7 +64,7 @@ def load_paths(paths: Sequence[Path]) -> tuple[list[AppConfig], list[ConfigError
             except ConfigErrors as exc:
                 problems.extend(exc.problems)
                 continue
-            clash = _clash(app, configs)
+            clash = _clash(app, configs) or _in_state_dir(app, state_dir)
             if clash:
                 problems.append(ConfigError(str(file), *clash))
             else:
@@ -99,8 +101,31 @@ def _clash(app: AppConfig, earlier: list[AppConfig]) -> tuple[str, str] | None:
             return "-", f"app name {app.name!r} is already used by {other.source}"
     tree = os.path.realpath(app.repository.local_path)
     for other in earlier:
-        if os.path.realpath(other.repository.local_path) == tree:
+        theirs = os.path.realpath(other.repository.local_path)
+        how = ("is already" if theirs == tree else "is inside" if _within(tree, theirs)
+               else "holds" if _within(theirs, tree) else None)
+        if how:
+            # one git tree inside another: each deploy would see the other's files as
+            # untracked, and a checkout of the outer one could replace the inner one
             return ("repository.local path",
-                    f"{str(app.repository.local_path)!r} is already the working tree of "
-                    f"app {other.name!r} ({other.source}); each app needs its own")
+                    f"{str(app.repository.local_path)!r} {how} the working tree of "
+                    f"app {other.name!r} ({other.source}); each app needs its own"
+                    + ("" if theirs == tree else ", not nested in another"))
     return None
+
+
+def _in_state_dir(app: AppConfig, state_dir: Path | None) -> tuple[str, str] | None:
+    if state_dir is None:
+        return None
+    tree, state = os.path.realpath(app.repository.local_path), os.path.realpath(state_dir)
+    how = ("is" if tree == state else "is inside" if _within(tree, state)
+           else "holds" if _within(state, tree) else None)
+    if how is None:
+        return None
+    return ("repository.local path", f"{str(app.repository.local_path)!r} {how} the state "
+                                     f"dir {str(state_dir)!r}; keep app trees apart from it")
+
+
+def _within(path: str, directory: str) -> bool:
+    """True when real path `path` lies strictly below real path `directory`."""
+    return path != directory and path.startswith(directory.rstrip("/") + "/")

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from huddle.config.reader import MISSING, ConfigReader, kind_of
+from huddle.config.signers import allowed_signers_problems, gpg_home_problems
 from huddle.config.types import (AppConfig, ApplicationConfig, Command, HealthConfig,
                                 RepositoryConfig, ScriptsConfig, TimingConfig, parse_command,
                                 ref_name_problem)
@@ -158,6 +160,9 @@ class ConfigChecker(ConfigReader):
         repository = self.repository()
         timing = self.timing()
         application = self.application() if "application" in self.doc else None
+        if application is None and self.environment and "application" not in self.doc:
+            self.problem("environment", "the variables are the app's: add an [application] "
+                                        "section, or remove them")
         scripts = self.scripts()
         health = self.health()
         self.reserved_test()
@@ -168,7 +173,9 @@ class ConfigChecker(ConfigReader):
 
     def resolve(self, text: str) -> str:
         base = self.path.absolute().parent
-        return os.path.normpath(os.path.join(base, os.path.expanduser(text)))
+        path = os.path.normpath(os.path.join(base, os.path.expanduser(text)))
+        # POSIX lets `//x` differ from `/x` and normpath keeps it; Linux does not differ
+        return path[1:] if path.startswith("//") else path
 
     def repository(self) -> RepositoryConfig | None:
         values: dict[str, Any] = {}
@@ -202,6 +209,13 @@ class ConfigChecker(ConfigReader):
         if executable is not MISSING and self.text("repository.executable",
                                                     executable) is not None:
             values["executable"] = executable
+        for key, check in (("allowed signers", allowed_signers_problems),
+                           ("gpg home", gpg_home_problems)):
+            value = self.get("repository", key)
+            if value is not MISSING and self.text(f"repository.{key}", value) is not None:
+                values[key.replace(" ", "_")] = path = Path(self.resolve(value.strip()))
+                for reason in check(path):
+                    self.problem(f"repository.{key}", reason)
         kind = self.get("repository", "type")
         if kind is not MISSING and self.text("repository.type", kind) is not None \
                 and kind.strip().lower() != "git":
@@ -233,10 +247,10 @@ class ConfigChecker(ConfigReader):
         elif "environment" in section:
             self.environment_from("application.environment", section["environment"])
         values: dict[str, Any] = {"environment": dict(self.environment)}
-        if "start" not in section:
+        if "start" not in section and "executable" not in section:
             self.missing("application.start")
         else:
-            values["start"] = self.command("application.start", section["start"])
+            values["start"] = self.start_command(section)
         install = section.get("install", "")
         if not (isinstance(install, str) and not install.strip()):   # empty: no install
             values["install"] = self.command("application.install", install)
@@ -244,7 +258,27 @@ class ConfigChecker(ConfigReader):
             if key in section:
                 values[key.replace(" ", "_") + "_s"] = self.number(
                     f"application.{key}", section[key], above=key == "install timeout")
-        return None if len(self.problems) > before else ApplicationConfig(**values)
+        if len(self.problems) > before or "start" not in values:   # or refused while read
+            return None
+        return ApplicationConfig(**values)
+
+    def start_command(self, section: dict) -> Command | None:
+        """`start`, run by the original huddle's `executable` (its interpreter) when that is
+        given too: `executable = python3` and `start = app.py` run `python3 app.py`; an
+        `executable` alone is the whole command, as the original's sample file wrote it."""
+        start = section.get("start", MISSING)
+        if "executable" not in section:
+            return self.command("application.start", start)
+        interpreter = self.command("application.executable", section["executable"])
+        if interpreter is None or start is MISSING:
+            return interpreter
+        if interpreter[:2] == ("/bin/sh", "-c"):
+            return self.problem("application.executable", "must be a program and its "
+                                "arguments, without shell syntax, when start is given")
+        if isinstance(start, str):
+            return self.command("application.start", shlex.join(interpreter) + " " + start)
+        tail = self.command("application.start", start)
+        return None if tail is None else interpreter + tail
 
     def scripts(self) -> ScriptsConfig | None:
         before = len(self.problems)

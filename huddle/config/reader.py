@@ -14,6 +14,8 @@ from __future__ import annotations
 import configparser
 import difflib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,9 +23,11 @@ from huddle.errors import ConfigError
 
 SUFFIXES = (".json", ".ini")
 SECTIONS: dict[str, tuple] = {
-    "repository": ("remote", "remote path", "local path", "branch", "executable", "type"),
+    "repository": ("remote", "remote path", "local path", "branch", "executable", "type",
+                   "allowed signers", "gpg home"),
     "timing": ("minimum", "maximum"),
-    "application": ("start", "install", "install timeout", "stop timeout", "environment"),
+    "application": ("start", "executable", "install", "install timeout", "stop timeout",
+                    "environment"),
     "health": ("type", "host", "port", "path", "status", "send", "expect",
                "interval", "timeout", "retries", "grace"),
     "environment": (),                              # INI only; free-form variable names
@@ -32,6 +36,9 @@ SECTIONS: dict[str, tuple] = {
     "test": ("remote", "pass response"),            # original huddle, reserved and unused
 }
 MISSING = object()                                  # a key the file does not give
+# Bounds that keep checking a hostile or mistaken file quick; far above any real config.
+MAX_FILE_BYTES = 64 * 1024
+MAX_VALUE_CHARS = 4096                               # one value, or one item of a list
 
 
 def kind_of(value: Any) -> str:
@@ -56,6 +63,11 @@ def _suggest(word: str, choices: Sequence[str], what: str) -> str:
     return f"unknown {what} (expected one of: {', '.join(choices)})"
 
 
+def _too_long(value: Any) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return any(isinstance(item, str) and len(item) > MAX_VALUE_CHARS for item in items)
+
+
 class _Duplicates(dict):
     """A JSON object that remembers keys given twice (json keeps the last silently)."""
 
@@ -78,6 +90,7 @@ class ConfigReader:
         self.doc: dict[str, dict[str, Any]] = {}
         self.environment: dict[str, str] = {}
         self.broken: set[str] = set()            # sections already reported as malformed
+        self.rejected: set[str] = set()          # "section.key"s given but refused
 
     def problem(self, where: str, reason: str) -> None:
         self.problems.append(ConfigError(str(self.path), where, reason))
@@ -95,7 +108,16 @@ class ConfigReader:
 
     def read_text(self) -> str | None:
         try:
-            text = self.path.read_text(encoding="utf-8-sig")
+            # non-blocking and a regular file only: a FIFO or a device never ends a read
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    return self.problem("-", "not a regular file")
+                data = fh.read(MAX_FILE_BYTES + 1)  # at most one byte past the bound
+            if len(data) > MAX_FILE_BYTES:
+                return self.problem("-", f"larger than {MAX_FILE_BYTES // 1024} KB, the "
+                                         "limit for a config file")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             return self.problem("-", f"not UTF-8 text (byte {exc.start})")
         except OSError as exc:
@@ -184,6 +206,11 @@ class ConfigReader:
                                  f"given twice (as {written[known]!r} and {key!r})")
                 elif isinstance(value, str) and "\0" in value:
                     self.problem(f"{section}.{known}", "contains a NUL byte")
+                    self.rejected.add(f"{section}.{known}")
+                elif _too_long(value):
+                    self.problem(f"{section}.{known}", f"longer than {MAX_VALUE_CHARS} "
+                                                       "characters, the limit for a value")
+                    self.rejected.add(f"{section}.{known}")
                 else:
                     out[known], written[known] = value, key
             self.doc[section] = out
@@ -203,7 +230,7 @@ class ConfigReader:
                 self.environment[name] = value
 
     def missing(self, where: str, detail: str = "") -> None:
-        if where.split(".")[0] not in self.broken:
+        if where.split(".")[0] not in self.broken and where not in self.rejected:
             self.problem(where, "required key is missing" + detail)
 
     def get(self, section: str, key: str) -> Any:
