@@ -15,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from huddle.app import AppController
+from huddle.events import PollSoon
 from huddle.config import AppConfig, load_paths
 from huddle.errors import HuddleError
+from huddle.fleetpolicy import AppFleet, LocalOnly
 from huddle.report import NullReporter, Reporter
 from huddle.requests import take_retry
 from huddle.state import AppState, StateStore
@@ -68,6 +71,9 @@ class Agent:
         self.save_pending = False
         self.save_error: str | None = None   # reported once, not at every change
         self.reloading: asyncio.Task[None] | None = None
+        # fleet coordination per app (shared bans, rollout waves); set by the MQTT wiring
+        self.fleet_for: Callable[[AppConfig], AppFleet] = lambda config: LocalOnly()
+        self.rng = random.Random()
 
     def state_changed(self) -> None:
         """Schedule one save for this loop turn: a burst of changes (100 apps ending their
@@ -108,6 +114,15 @@ class Agent:
         else:
             log.info("reload already under way; this SIGHUP is folded into it")
 
+    def trigger(self, apps: Sequence[str] = (), spread_s: float = 0.0) -> list[str]:
+        """Poll these apps (every app when empty) soon: each after its own random delay in
+        [0, spread_s], so a fleet triggered at once reaches its git server spread out. Only
+        ever sooner than the app's timer. Returns the apps asked."""
+        names = [n for n in self.controllers if not apps or n in apps]
+        for name in names:
+            self.controllers[name].post(PollSoon(self.rng.uniform(0.0, max(0.0, spread_s))))
+        return names
+
     # -- apps -------------------------------------------------------------------------------
     def start_app(self, config: AppConfig) -> None:
         state = self.states.setdefault(config.name, AppState())
@@ -115,7 +130,8 @@ class Agent:
             config, state, log_dir=self.store.log_dir(),
             tag=app_tag(self.store.dir, config.name), changed=self.state_changed,
             reporter=self.reporter,
-            take_retry=lambda name=config.name: take_retry(self.store.dir, name))
+            take_retry=lambda name=config.name: take_retry(self.store.dir, name),
+            fleet=self.fleet_for(config))
         self.controllers[config.name] = controller
         task = self.tasks[config.name] = asyncio.ensure_future(controller.run())
         task.add_done_callback(lambda t: self.app_ended(config, t))

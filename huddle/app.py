@@ -44,8 +44,9 @@ from typing import Any
 
 from huddle.backoff import Backoff
 from huddle.config import AppConfig
-from huddle.errors import HuddleError, TreeConflictError
+from huddle.errors import HuddleError, RefusedError
 from huddle.events import Checked, Deadline, Exited, Polled, PollSoon, Retry, TreeReady
+from huddle.fleetpolicy import AppFleet, LocalOnly
 from huddle.git import GitRepo
 from huddle.hooks import append_log
 from huddle.process import (TAG_VAR, AppProcess, child_environment, find_tagged,
@@ -89,7 +90,8 @@ class AppController:
                  health_check: Callable[..., Awaitable[Any]] | None = None,
                  rng: random.Random | None = None,
                  wall_clock: Callable[[], float] = time.time,
-                 take_retry: Callable[[], tuple[str, ...] | None] = lambda: None) -> None:
+                 take_retry: Callable[[], tuple[str, ...] | None] = lambda: None,
+                 fleet: AppFleet | None = None) -> None:
         self.config = config
         self.name = config.name
         self.state = state
@@ -108,6 +110,9 @@ class AppController:
         self.rng = rng or random.Random()
         self.wall_clock = wall_clock
         self.take_retry = take_retry  # a `huddle retry` waiting for this app's next poll
+        self.fleet: AppFleet = fleet or LocalOnly()
+        self.first_seen: dict[str, float] = {}   # commit -> when a poll first saw it
+        self.skip_noted: str | None = None       # the commit whose skip was last logged
         self.current = State.STOPPED
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.proc: AppProcess | None = None
@@ -323,11 +328,33 @@ class AppController:
         """Whether a commit seen on the branch should be deployed now."""
         if commit in (self.state.commit, self.newest) or commit in self.state.bad:
             return False
+        banned = self.fleet.banned(commit)
+        if banned is not None:
+            self.note_skip(commit, f"skipping {commit[:12]}: {banned}")
+            return False
+        first = self.first_seen.setdefault(commit, self.now())
+        if len(self.first_seen) > 16:  # only the last few heads matter
+            self.first_seen = {commit: first}
+        wait_s = first + self.fleet.rollout_delay_s(commit) - self.now()
+        if wait_s > 0:
+            self.note_skip(commit, f"{commit[:12]} waits for its rollout wave "
+                                   f"({wait_s:.0f} s more)")
+            self.arm("poll", min(self.due_in("poll"), wait_s))
+            return False
         d = self.deferred
         if d is not None and d.commit == commit:
             return self.now() >= d.not_before
         self.deferred = None  # the branch moved on: an older failure no longer matters
         return True
+
+    def note_skip(self, commit: str, message: str) -> None:
+        """Say once per commit why it is not deployed (log, state and an event)."""
+        if self.skip_noted == commit:
+            return
+        self.skip_noted = commit
+        self.state.last_error = message
+        self.event("skip", message, commit)
+        self.changed()
 
     def start_deploy(self, commit: str) -> None:
         running = self.state.commit
@@ -392,7 +419,7 @@ class AppController:
         await self.launch(trial=True, reason="deploy")
 
     def deploy_failed(self, commit: str, exc: HuddleError | OSError) -> None:
-        if isinstance(exc, TreeConflictError):
+        if isinstance(exc, RefusedError):
             self.deferred = Deferred(commit, math.inf, Backoff(1, 1))
             self.error(f"refused to deploy {commit[:12]}: {exc}; the running version keeps "
                        "serving, a new commit on the branch is tried")
@@ -591,8 +618,10 @@ class AppController:
             if trial.suspect not in self.state.bad:
                 self.state.bad.append(trial.suspect)
             self.newest = trial.commit
-            self.event("ban", f"{trial.suspect[:12]} is banned: its fallback "
-                              f"{trial.commit[:12]} runs healthily", trial.suspect)
+            reason = (f"{trial.suspect[:12]} is banned: its fallback {trial.commit[:12]} "
+                      "runs healthily")
+            self.event("ban", reason, trial.suspect)
+            self.fleet.ban(trial.suspect, self.state.last_error or reason)
         else:
             self.state.last_error = None
         self.event("good", f"{trial.commit[:12]} passed its health window", trial.commit)
@@ -682,10 +711,12 @@ class AppController:
     def on_retry(self, commits: tuple[str, ...], *, poll: bool = True) -> None:
         bad = self.state.bad
         cleared = [c for c in bad if not commits or any(c.startswith(p) for p in commits)]
+        self.fleet.clear(commits)
         if not cleared and self.deferred is None:
             return
         self.state.bad = [c for c in bad if c not in cleared]
         self.deferred = None
+        self.skip_noted = None
         self.event("retry", "cleared " + (", ".join(c[:12] for c in cleared) or "a refusal"))
         self.changed()
         if poll:

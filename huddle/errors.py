@@ -50,7 +50,12 @@ class GitError(CommandError):
     """A git call failed; carries the command line and git's stderr."""
 
 
-class TreeConflictError(GitError):
+class RefusedError(HuddleError):
+    """A commit huddle will not deploy as it stands (it would overwrite untracked files, its
+    signature is not trusted): tried again only when the branch moves to another commit."""
+
+
+class TreeConflictError(GitError, RefusedError):
     """A checkout would overwrite or remove untracked or ignored files; `paths` names them."""
 
     def __init__(self, argv: Sequence[str], paths: Sequence[str]) -> None:
