@@ -463,7 +463,7 @@ class Soak:
                 wrong[n] = {"want": self.expected[n][:12], "commit": (a.get("commit") or "")[:12],
                             "good": (a.get("good") or "")[:12], "healthy": a.get("healthy"),
                             "running": a.get("running"), "http": got,
-                            "stopped_reason": a.get("stopped_reason"),
+                            "state": a.get("state"),
                             "last_error": a.get("last_error")}
         out["1 newest good commit, healthy, serving"] = (not wrong, wrong)
         tagged = tagged_processes(self.tag_prefix)
