@@ -56,12 +56,15 @@ class RefusedError(HuddleError):
 
 
 class TreeConflictError(GitError, RefusedError):
-    """A checkout would overwrite or remove untracked or ignored files; `paths` names them."""
+    """A checkout would overwrite or remove untracked or ignored paths (`.paths`, relative to
+    the working tree); nothing was touched."""
 
     def __init__(self, argv: Sequence[str], paths: Sequence[str]) -> None:
-        self.paths = list(paths)
-        shown = ", ".join(self.paths[:10]) + (" ..." if len(self.paths) > 10 else "")
-        super().__init__(argv, f"would overwrite or remove untracked files: {shown}")
+        self.paths = sorted(paths)
+        shown = ", ".join(self.paths[:10]) + (f" and {len(self.paths) - 10} more"
+                                              if len(self.paths) > 10 else "")
+        super().__init__(argv, "refused: it would overwrite or remove untracked or ignored "
+                         f"paths: {shown} (move them away or add them to the commit)")
 
 
 class StateError(HuddleError):
