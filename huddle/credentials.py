@@ -16,8 +16,12 @@ as if it were the user name.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 # scheme://userinfo@ where userinfo runs to the LAST '@' before the end of the authority:
@@ -85,3 +89,19 @@ def redact(text: str, secrets: tuple = ()) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
+
+
+def save_private(path: Path, text: str) -> None:
+    """Write text to a file only its owner can read (mkstemp makes it 0600), atomically:
+    where a `remote path` left empty keeps the credentials cleaned out of a clone's config."""
+    fd, temp = tempfile.mkstemp(prefix=".huddle-", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the temp file is gone; the first error matters
+            os.unlink(temp)
+        raise

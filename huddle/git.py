@@ -28,7 +28,8 @@ from typing import Mapping, Optional, Sequence
 
 from huddle import gitrepair
 from huddle.config.types import ref_name_problem
-from huddle.credentials import Credentials, redact as _redact_text, split_credentials
+from huddle.credentials import (Credentials, redact as _redact_text, save_private,
+                                split_credentials)
 from huddle.errors import GitError, TreeConflictError
 from huddle.runner import CommandResult, CommandRunner, run_command
 
@@ -126,6 +127,10 @@ class GitRepo:
                                                 min(started, self.oldest_running())):
             return await self._git(args, cwd=cwd, timeout_s=timeout_s, check=check,
                                    heal_lock=False)
+        if lock and failure is not None:
+            failure = GitError([self.executable, *args], f"could not lock {lock}: it exists "
+                               "and is newer than our git (another git is working in this "
+                               "tree?)", stderr, failure.returncode if failure else None)
         if failure is not None:
             raise self._redacted(failure) from None
         return result
@@ -188,7 +193,7 @@ class GitRepo:
                 raise GitError(["git", "remote", "get-url", remote],
                                f"remote {remote!r} is not configured in {self.path} and "
                                "`remote path` is empty")
-            url = current
+            url = self._kept_url(current)
         if url.startswith("-"):
             raise GitError(["git", "remote"], f"refuses remote path {self.redacted(url)!r}")
         clean = self._use_url(url)
@@ -196,6 +201,20 @@ class GitRepo:
             await self._git(["remote", "add", "--", remote, clean])
         elif current != clean:
             await self._git(["remote", "set-url", "--", remote, clean])
+
+    def _kept_url(self, current: str) -> str:
+        """With `remote path` empty the clone's config is the only place the credentials
+        were written: they move to .git/huddle-remote-url (0600, read by huddle, never by
+        git) and are read back from there once the config is clean."""
+        kept = self.gitdir / "huddle-remote-url"
+        if split_credentials(current)[1] is not None:
+            save_private(kept, current)
+            return current
+        try:
+            saved = kept.read_text(encoding="utf-8").strip()
+        except OSError:
+            return current  # nothing kept: the remote needs no credentials
+        return saved if split_credentials(saved)[0] == current else current
 
     async def adoption_problem(self, remote: str, url: str, branch: str) -> Optional[str]:
         """Why taking over this existing clone would lose work, or None. For a clone huddle
@@ -384,6 +403,8 @@ class GitRepo:
         try:
             await self._move(sha, branch)
         except GitError as exc:
+            if gitrepair.lock_in_message(exc.stderr):
+                raise  # git takes its locks before it touches anything: nothing moved
             if not (gitrepair.looks_corrupt(exc.stderr) and self.remote and self.branch):
                 await self._restore(previous, sha, branch, exc)
                 raise

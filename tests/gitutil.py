@@ -583,3 +583,104 @@ def agent_factory(tmp_path):
     yield make
     for a in made:
         a.cleanup()
+
+
+# -- smart HTTP with faults: a real token, a trickling answer -----------------------------
+
+import contextlib  # noqa: E402  (appended section: the top of the file is not ours)
+
+class _Trickle:
+    """A response stream that lets `fast` bytes through, then `chunk` bytes per `delay_s`:
+    a slow link, on which a fetch's timeout fires mid-transfer."""
+
+    def __init__(self, raw, fast: int, chunk: int, delay_s: float) -> None:
+        self.raw, self.fast, self.chunk, self.delay_s = raw, fast, chunk, delay_s
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            n = len(view) if self.fast >= len(view) else max(self.fast, self.chunk)
+            self.raw.write(view[:n])
+            self.raw.flush()
+            self.fast -= min(self.fast, n)
+            view = view[n:]
+            if view and not self.fast:
+                time.sleep(self.delay_s)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+class _FaultyHandler(_CGIHandler):
+    def run_backend(self):
+        server = self.server
+        if server.basic and self.headers.get("Authorization") != server.basic:
+            self.server.requests.append(f"{self.command} {self.path} -> 401")
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="huddle-test"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if server.trickle is not None and self.command == "POST":
+            self.wfile = _Trickle(self.wfile, *server.trickle)
+        super().run_backend()
+
+
+class FaultySmartHTTP(SmartHTTP):
+    """SmartHTTP that demands exactly `user:password` (Basic) when given, and whose pack
+    answers trickle after `trickle=(fast_bytes, chunk_bytes, delay_s)` when set (settable
+    between calls: `server.server.trickle = None` makes the link fast again)."""
+
+    def __init__(self, root: Path, user: str = "", password: str = "",
+                 trickle: Optional[tuple] = None) -> None:
+        import base64
+        super().__init__(root)
+        self.server.RequestHandlerClass = _FaultyHandler
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.server.basic = f"Basic {token}" if user or password else ""
+        self.server.trickle = trickle
+
+
+def cmdlines_containing(needle: str) -> list:
+    """(pid, argv) of every live process whose command line contains needle."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                raw = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle.encode() in raw:
+                found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+def files_containing(root: Path, needle: str) -> list:
+    """Every file under root whose bytes contain needle (compressed git objects excepted)."""
+    hits = []
+    for path in Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if needle.encode() in path.read_bytes():
+                    hits.append(path)
+            except OSError:
+                continue
+    return hits
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "3m"):
+    """A tmpfs of `size` mounted at path (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for a full disk needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                   check=True, timeout=30)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=30)
