@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from huddle import gitrepair
+from huddle.gitadopt import adoption_problem
 from huddle.config.types import ref_name_problem
 from huddle.credentials import (Credentials, redact as _redact_text, save_private,
                                 split_credentials)
@@ -105,7 +106,7 @@ class GitRepo:
         when none is): files of git's older than this are leftovers of a killed git."""
         return min(self._running.values(), default=time.time())
 
-    async def _git(self, args: Sequence[str], *, cwd: Optional[Path] = None,
+    async def run_git(self, args: Sequence[str], *, cwd: Optional[Path] = None,
                    timeout_s: Optional[float] = None, check: bool = True,
                    heal_lock: bool = True) -> CommandResult:
         token = object()
@@ -125,7 +126,7 @@ class GitRepo:
         lock = gitrepair.lock_in_message(stderr) if stderr and heal_lock else None
         if lock and gitrepair.remove_stale_lock(self.gitdir, lock,
                                                 min(started, self.oldest_running())):
-            return await self._git(args, cwd=cwd, timeout_s=timeout_s, check=check,
+            return await self.run_git(args, cwd=cwd, timeout_s=timeout_s, check=check,
                                    heal_lock=False)
         if lock and failure is not None:
             failure = GitError([self.executable, *args], f"could not lock {lock}: it exists "
@@ -135,7 +136,7 @@ class GitRepo:
             raise self._redacted(failure) from None
         return result
 
-    def _use_url(self, url: str) -> str:
+    def use_url(self, url: str) -> str:
         """Keep url's credentials for git's environment; returns the URL without them."""
         clean, credentials = split_credentials(url)
         if credentials is not None or url:
@@ -159,17 +160,17 @@ class GitRepo:
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise GitError(["git", "clone"],
                            f"cannot clone: {self.path} exists and is not a git working tree")
-        clean = self._use_url(url)
+        clean = self.use_url(url)
         self.remote, self.branch = remote, branch
         parent = self.path.parent
         parent.mkdir(parents=True, exist_ok=True)
         temp = parent / f".{self.path.name}.huddle-clone"
         shutil.rmtree(temp, ignore_errors=True)
         try:
-            await self._git(["clone", "--origin", remote, "--branch", branch, "--no-tags",
+            await self.run_git(["clone", "--origin", remote, "--branch", branch, "--no-tags",
                              "--", clean, str(temp)], cwd=parent, timeout_s=CLONE_TIMEOUT_S)
             if (temp / ".gitmodules").exists():
-                await self._git(["submodule", "update", "--init", "--recursive"], cwd=temp,
+                await self.run_git(["submodule", "update", "--init", "--recursive"], cwd=temp,
                                 timeout_s=CLONE_TIMEOUT_S)
             if self.path.exists():
                 self.path.rmdir()  # checked empty above
@@ -178,7 +179,7 @@ class GitRepo:
             shutil.rmtree(temp, ignore_errors=True)
 
     async def remote_url(self, remote: str) -> Optional[str]:
-        current = await self._git(["remote", "get-url", "--", remote], check=False)
+        current = await self.run_git(["remote", "get-url", "--", remote], check=False)
         return current.stdout.strip() if current.returncode == 0 else None
 
     async def ensure_remote(self, remote: str, url: str) -> None:
@@ -196,11 +197,11 @@ class GitRepo:
             url = self._kept_url(current)
         if url.startswith("-"):
             raise GitError(["git", "remote"], f"refuses remote path {self.redacted(url)!r}")
-        clean = self._use_url(url)
+        clean = self.use_url(url)
         if current is None:
-            await self._git(["remote", "add", "--", remote, clean])
+            await self.run_git(["remote", "add", "--", remote, clean])
         elif current != clean:
-            await self._git(["remote", "set-url", "--", remote, clean])
+            await self.run_git(["remote", "set-url", "--", remote, clean])
 
     def _kept_url(self, current: str) -> str:
         """With `remote path` empty the clone's config is the only place the credentials
@@ -225,36 +226,7 @@ class GitRepo:
         fails (retry later). See docs/config.md, "Adopting an existing clone"."""
         check_ref_name("remote", remote)
         check_ref_name("branch", branch)
-        current = await self.remote_url(remote)
-        if url and current is not None:
-            clean, mine = split_credentials(url)[0], split_credentials(current)[0]
-            if clean != mine:
-                return (f"{self.path} is a clone whose remote {remote!r} is "
-                        f"{self.redacted(mine)}, not `remote path` {self.redacted(clean)}; "
-                        "huddle will not repoint it")
-        status = await self._git(["status", "--porcelain", "-z", "--untracked-files=no"])
-        changed = [entry[3:] for entry in status.stdout.split("\0") if len(entry) > 3]
-        if changed:
-            return (f"{self.path} has uncommitted changes to tracked files "
-                    f"({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); "
-                    "commit and push them, or discard them")
-        if current is None and not url:
-            return None  # ensure_remote will refuse: no remote to compare with
-        if current is None:
-            self._use_url(url)
-        source = remote if current is not None else split_credentials(url)[0]
-        await self._git(["fetch", "--no-tags", "--no-recurse-submodules", source,
-                         f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"])
-        detached = await self._git(["symbolic-ref", "--quiet", "HEAD"], check=False)
-        tips = [f"refs/heads/{branch}"] + (["HEAD"] if detached.returncode else [])
-        local = await self._git(["rev-list", "--ignore-missing", "--max-count=6", *tips,
-                                 "--not", f"--remotes={remote}", "--"])
-        commits = local.stdout.split()
-        if commits:
-            return (f"{self.path} has commits that are not on {remote}/{branch} "
-                    f"({', '.join(c[:12] for c in commits[:5])}"
-                    f"{', ...' if len(commits) > 5 else ''}); push them first")
-        return None
+        return await adoption_problem(self, remote, url, branch)
 
     # -- change detection (the poll: one call) ---------------------------------------------
     async def remote_head(self, remote: str, branch: str) -> str:
@@ -263,7 +235,7 @@ class GitRepo:
         ref = f"refs/heads/{branch}"
         # --heads makes protocol v2 ask the server for refs/heads/ only (a bare pattern is
         # matched on the client, after every ref, tags included, has been sent)
-        result = await self._git(["ls-remote", "--exit-code", "--heads", remote, ref],
+        result = await self.run_git(["ls-remote", "--exit-code", "--heads", remote, ref],
                                  check=False)
         if result.returncode == 2:
             raise self._redacted(GitError(result.argv, f"branch {branch!r} does not exist on "
@@ -279,7 +251,7 @@ class GitRepo:
         raise GitError(result.argv, "gave no commit for the branch", result.stdout)
 
     async def head(self) -> Optional[str]:
-        result = await self._git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+        result = await self.run_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
                                  check=False)
         sha = result.stdout.strip()
         return sha if result.returncode == 0 and SHA_RE.match(sha) else None
@@ -293,7 +265,7 @@ class GitRepo:
             return True
         if not SHA_RE.match(sha):
             return False
-        result = await self._git(["rev-list", "--quiet", "--objects", "--no-walk",
+        result = await self.run_git(["rev-list", "--quiet", "--objects", "--no-walk",
                                   f"{sha}^{{commit}}", "--"], check=False)
         if result.returncode == 0:
             self._complete.add(sha)
@@ -319,7 +291,7 @@ class GitRepo:
             if not gitrepair.looks_corrupt(exc.stderr):
                 raise
             await self.repair(remote, branch, exc.stderr)
-        sha = (await self._git(["rev-parse", "--verify", "--quiet",
+        sha = (await self.run_git(["rev-parse", "--verify", "--quiet",
                                 f"refs/remotes/{remote}/{branch}^{{commit}}"])).stdout.strip()
         if not await self.has_commit(sha):
             log.warning("%s: %s is incomplete after a fetch; fetching everything again",
@@ -331,7 +303,7 @@ class GitRepo:
         return sha
 
     async def _fetch(self, remote: str, branch: str, *extra: str) -> None:
-        await self._git(["fetch", "--no-tags", "--no-recurse-submodules", *extra, remote,
+        await self.run_git(["fetch", "--no-tags", "--no-recurse-submodules", *extra, remote,
                          f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"],
                         timeout_s=CLONE_TIMEOUT_S if extra else None)
 
@@ -345,7 +317,7 @@ class GitRepo:
                     else "objects missing")
         bad = gitrepair.corrupt_object_files(self.gitdir, message)
         if not bad:
-            fsck = await self._git(["fsck", "--no-dangling", "--no-progress",
+            fsck = await self.run_git(["fsck", "--no-dangling", "--no-progress",
                                     "--no-reflogs"], check=False, timeout_s=CLONE_TIMEOUT_S)
             bad = gitrepair.corrupt_object_files(self.gitdir, fsck.stdout + fsck.stderr)
         gitrepair.move_aside(self.gitdir, bad)
@@ -354,17 +326,17 @@ class GitRepo:
         gitrepair.remove_temp_objects(self.gitdir, self.oldest_running())
         await self._fetch(remote, branch, "--refetch")
         if not (self.gitdir / "index").exists() and await self.head():
-            await self._git(["read-tree", "HEAD"])  # index only: the files stay as they are
+            await self.run_git(["read-tree", "HEAD"])  # index only: the files stay as they are
 
     async def tree_conflicts(self, previous: Optional[str], target: str) -> list:
         """Untracked or ignored paths that checking out target over previous would overwrite
         or remove, relative to the tree. Usually one `git diff` (the new paths) and lstat
         calls; `ls-files --others` only when something is in the way on disk."""
         if previous:
-            diff = await self._git(["diff", "--name-only", "-z", "--no-renames",
+            diff = await self.run_git(["diff", "--name-only", "-z", "--no-renames",
                                     "--diff-filter=A", previous, target, "--"])
         else:
-            diff = await self._git(["ls-tree", "-r", "-z", "--name-only", target, "--"])
+            diff = await self.run_git(["ls-tree", "-r", "-z", "--name-only", target, "--"])
         new = [p for p in diff.stdout.split("\0") if p]
         in_the_way = gitrepair.paths_in_the_way(self.path, new)
         if not in_the_way:
@@ -375,7 +347,7 @@ class GitRepo:
         if literal:
             args += [f":(literal){p}" for p in in_the_way]
         others = [p.rstrip("/") for p in
-                  (await self._git(args)).stdout.split("\0") if p]
+                  (await self.run_git(args)).stdout.split("\0") if p]
         if literal:
             return others
         wanted = set(in_the_way)
@@ -416,10 +388,10 @@ class GitRepo:
                 raise again from None
 
     async def _move(self, sha: str, branch: str) -> None:
-        await self._git(["checkout", "--quiet", "--force", "-B", branch, sha, "--"])
+        await self.run_git(["checkout", "--quiet", "--force", "-B", branch, sha, "--"])
         if (self.path / ".gitmodules").exists():
-            await self._git(["submodule", "sync", "--recursive", "--quiet"])
-            await self._git(["submodule", "update", "--init", "--recursive", "--force"],
+            await self.run_git(["submodule", "sync", "--recursive", "--quiet"])
+            await self.run_git(["submodule", "update", "--init", "--recursive", "--force"],
                             timeout_s=CLONE_TIMEOUT_S)
 
     async def _restore(self, previous: Optional[str], sha: str, branch: str,
