@@ -42,8 +42,17 @@ _OBJECT_FILE = re.compile(r"(?:^|[\s(:])((?:\S*/)?objects/(?:[0-9a-f]{2}/[0-9a-f
 _TEMP_NAMES = ("tmp_obj_", "tmp_pack_", "tmp_idx_", "tmp_rev_", "tmp_mtimes_", ".tmp-")
 
 
+# a pack damaged in transit (a flaky link) says "corrupt" too, but the clone is fine and a
+# full --refetch over that link would only make things worse: the next fetch retries it
+_IN_TRANSIT = re.compile(r"(?i)early EOF|RPC failed|remote end hung up|pack has bad object|"
+                         r"index-pack failed|unpack-objects failed|unexpected disconnect")
+
+
 def looks_corrupt(message: str) -> bool:
-    return bool(_CORRUPT.search(message))
+    """Whether git failed because of damage in the clone (not in transit)."""
+    if _OBJECT_FILE.search(message):
+        return True  # git named a local object file
+    return bool(_CORRUPT.search(message)) and not _IN_TRANSIT.search(message)
 
 
 def index_corrupt(message: str) -> bool:

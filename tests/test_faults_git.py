@@ -601,3 +601,18 @@ def test_agent_refuses_a_dev_clone_with_unpushed_work(tmp_path, agent_factory):
     assert git("rev-parse", "HEAD", cwd=dev) == local
     assert (dev / "version.txt").read_text() == "uncommitted\n"
     assert git("remote", "get-url", "origin", cwd=dev) == origin.url
+
+
+@pytest.mark.parametrize("message,corrupt", [
+    ("fatal: loose object 3e75 (stored in .git/objects/3e/757656cf36eca53338e520d134963a44f793f8)"
+     " is corrupt", True),
+    ("error: object file .git/objects/3e/757656cf36eca53338e520d134963a44f793f8 is empty", True),
+    ("fatal: index file corrupt", True),
+    ("fatal: pack has bad object at offset 1234: inflate returned -5\n"
+     "fatal: index-pack failed", False),
+    ("error: RPC failed; curl 18 transfer closed\nfatal: early EOF", False),
+    ("fatal: could not read Username for 'https://host': terminal prompts disabled", False),
+])
+def test_damage_in_the_clone_is_told_from_damage_in_transit(message, corrupt):
+    from huddle.gitrepair import looks_corrupt
+    assert looks_corrupt(message) is corrupt
