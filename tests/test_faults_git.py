@@ -546,8 +546,12 @@ def test_agent_keeps_serving_and_keeps_data_when_a_commit_would_overwrite_it(tmp
                    "the deploy refused, naming data.db")
     assert (tree / "data.db").read_text() == "live rows"
     assert http_get(port) == (200, "v1") and agent.app("web")["commit"] == v1
-    (tree / "data.db").unlink()     # the person moves the file away: the commit deploys
-    agent.wait_good("web", v2)
+    assert v2 not in (agent.app("web").get("bad") or [])   # refused, not banned
+    # the person moves the file away; the refused commit is tried again when the branch moves
+    (tree / "data.db").unlink()
+    v3 = origin.app_commit("v3", extra={"data.db": "seed"})
+    agent.wait_good("web", v3)
+    assert (tree / "data.db").read_text() == "seed"
 
 
 @pytest.mark.timeout(90)
@@ -581,9 +585,6 @@ def test_agent_with_a_token_in_remote_path_writes_it_nowhere(token_remote, tmp_p
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(reason="needs lifecycle integration: prepare_tree calls "
-                   "GitRepo.adoption_problem before ensure_remote when the state has no "
-                   "deployed commit and the tree was not just cloned", strict=False)
 def test_agent_refuses_a_dev_clone_with_unpushed_work(tmp_path, agent_factory):
     origin, port, config = agent_app(tmp_path)
     origin.app_commit("v1")
