@@ -430,8 +430,6 @@ def test_run_stops_what_each_deploy_left_behind_and_nothing_piles_up(tmp_path, a
     wait_until(lambda: not any(alive(p) for p in helpers()), 10, "every helper stopped")
 
 
-@pytest.mark.xfail(reason="needs lifecycle integration: app_env must build on "
-                          "process.child_environment", strict=False)
 def test_run_keeps_the_agents_huddle_settings_from_the_app(tmp_path, agent_factory):
     origin, port, config = wrapped_app(tmp_path, "true")
     v1 = origin.app_commit("v1")
