@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-ORDER = ["bench_health", "bench_micro_heap", "bench_pollfloor", "bench_peers",
+ORDER = ["bench_health", "bench_logflood", "bench_micro_heap", "bench_pollfloor", "bench_peers",
          "bench_recovery", "bench_footprint", "bench_agent", "bench_fleet"]
 
 

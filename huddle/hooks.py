@@ -1,21 +1,21 @@
 """The app's own commands around a deploy (pre-pull, post-pull, install) and its log notes.
 
 They run in the app's working tree with the app's environment, each under a timeout (an
-install may compile, but never forever), and their output is appended to the app's log file
+install may compile, but never forever); whatever one leaves running when it ends (a daemon,
+a `setsid` helper) is stopped then, so deploys never pile up processes. Their output is
+appended to the app's log (huddle/applog.py: the same capped file the app's output goes to)
 with a header saying what ran and how it ended, so `STATE_DIR/logs/<app>.log` tells the whole
 story of a deploy. A failing command raises CommandError with its stderr tail; the controller
 decides what that means for the deploy.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from huddle.applog import AppLog
 from huddle.errors import CommandError
 from huddle.runner import run_command
-
-log = logging.getLogger("huddle.app")
 
 HOOK_TIMEOUT_S = 900.0
 
@@ -25,7 +25,7 @@ async def run_hooks(commands: Iterable[tuple], what: str, *, cwd: Path,
                     timeout_s: float = HOOK_TIMEOUT_S) -> None:
     for argv in commands:
         result = await run_command(argv, cwd=str(cwd), env=env, timeout_s=timeout_s,
-                                   check=False)
+                                   check=False, sweep=True)
         append_log(log_path, f"--- huddle: {what}: {' '.join(argv)} -> {result.returncode}\n"
                    + result.stdout + result.stderr)
         if result.returncode != 0:
@@ -34,10 +34,7 @@ async def run_hooks(commands: Iterable[tuple], what: str, *, cwd: Path,
 
 
 def append_log(log_path: Path, text: str) -> None:
-    """Append to the app's log; a full disk is logged, never fatal to supervision."""
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a", encoding="utf-8", errors="replace") as fh:
-            fh.write(text if text.endswith("\n") else text + "\n")
-    except OSError as exc:
-        log.warning("cannot write %s: %s", log_path, exc)
+    """Append a note to the app's log; a log that cannot be written is reported once and
+    the note goes to the agent's stderr (AppLog), never fatal to supervision."""
+    AppLog.for_path(log_path).write(
+        (text if text.endswith("\n") else text + "\n").encode("utf-8", errors="replace"))

@@ -1,16 +1,22 @@
 """One running copy of an app: started, adopted, watched and stopped.
 
 An app runs in its own session (so it is its own process group and has no terminal), with
-stdin from /dev/null and stdout+stderr appended straight to its log file: no pipe that could
-fill up and stall the app, and nothing that dies with the agent. The agent can therefore be
-SIGKILLed and restarted; the new agent *adopts* the still-running app from the pid recorded in
-the state, after checking through /proc that it is the same process (kernel start time and
-boot id, so a reused pid is never mistaken for the app). Exits are noticed through a pidfd in
-the event loop, which works for adopted non-children too; no thread, no polling.
+stdin from /dev/null and stdout+stderr on a pipe the agent reads into the app's capped log
+(huddle/applog.py says why, and how the pipe outlives a SIGKILLed agent). The agent can
+therefore be SIGKILLed and restarted; the new agent *adopts* the still-running app from the
+pid recorded in the state, after checking through /proc that it is the same process (kernel
+start time and boot id, so a reused pid is never mistaken for the app), and reopens its
+output pipe. Exits are noticed through a pidfd in the event loop (huddle/children.py), which
+works for adopted non-children too; no thread, no polling.
 
-Stopping is SIGTERM to the whole group, `stop timeout` seconds, then SIGKILL to the group.
-Every app's environment carries `HUDDLE_APP=<tag>`, so an app started by an agent killed before
-it could record the pid is still found (`find_tagged`) and never runs twice.
+Everything an app starts belongs to it, even what leaves its session (a double-forking
+daemon, a `setsid` helper): each start carries its own run id in the environment, and when
+the app stops, or its main process exits, every remaining process of that run is stopped
+too (SIGTERM, a wait, SIGKILL). Stopping is SIGTERM to the whole group, `stop timeout`
+seconds, SIGKILL to the group, then the same for the run's leftovers.
+
+Every app's environment also carries `HUDDLE_APP=<tag>`, so an app started by an agent killed
+before it could record the pid is still found (`find_tagged`) and never runs twice.
 """
 from __future__ import annotations
 
@@ -18,45 +24,37 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
+from huddle.applog import AppLog, LogCapture, open_pipe, reopen_pipe
+from huddle.children import (RUN_VAR, carries, clear_run, members, new_run_id, process_table,
+                             spawn, start_time, watch_exit)
 from huddle.errors import HuddleError
 
 TAG_VAR = "HUDDLE_APP"
+ENV_PREFIX = "HUDDLE_"          # the agent's own settings; never passed on to a child
+LEFTOVER_TIMEOUT_S = 5.0        # SIGTERM grace for what an exited app left running
+
+__all__ = ["TAG_VAR", "AppProcess", "boot_id", "child_environment", "find_tagged",
+           "is_same_process", "rotate_log", "start_time"]
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """An app's or hook's environment: the agent's, without the agent's own `HUDDLE_*`
     settings (a broker password must not reach an app), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(extra)
     return env
 
 
-def boot_id() -> Optional[str]:
+def boot_id() -> str | None:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return None  # not Linux: identity falls back to the start time alone
 
 
-def start_time(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    rest = stat[stat.rfind(")") + 2:].split()
-    try:
-        if rest[0] == "Z":
-            return None  # a zombie is not a running app
-        return int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def is_same_process(pid: int, recorded_start: Optional[int], recorded_boot: Optional[str]) -> bool:
+def is_same_process(pid: int, recorded_start: int | None, recorded_boot: str | None) -> bool:
     if not pid or recorded_start is None:
         return False
     if recorded_boot and boot_id() and recorded_boot != boot_id():
@@ -66,19 +64,13 @@ def is_same_process(pid: int, recorded_start: Optional[int], recorded_boot: Opti
 
 def find_tagged(tag: str) -> list:
     """Pids of process-group leaders whose environment says they are this app."""
-    needle = f"{TAG_VAR}={tag}".encode()
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
+    for pid in process_table():
         try:
-            if needle not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                continue
-            if os.getpgid(pid) == pid and start_time(pid) is not None:
+            if carries(pid, TAG_VAR, tag) and os.getpgid(pid) == pid:
                 found.append(pid)
         except OSError:
-            continue  # exited meanwhile or not ours to read: not an app of this agent
+            continue  # exited meanwhile: not an app of this agent
     return found
 
 
@@ -86,12 +78,20 @@ class AppProcess:
     """A started or adopted app process; `exited` resolves with the exit code (None if
     adopted, since only a parent can read a status)."""
 
-    def __init__(self, pid: int, exited: "asyncio.Future", adopted: bool) -> None:
+    def __init__(self, pid: int, exited: "asyncio.Future", adopted: bool, *,
+                 run_id: str | None = None, capture: LogCapture | None = None) -> None:
         self.pid = pid
         self.exited = exited
         self.adopted = adopted
+        self.run_id = run_id
+        self.capture = capture
         self.start_ticks = start_time(pid)
         self.boot_id = boot_id()
+        self.leftovers: asyncio.Future | None = None
+        self.stopping = False
+        # registered before any caller awaits `exited`, so it runs first: the app's last
+        # output is in its log before the caller's note about the exit
+        exited.add_done_callback(self._on_exit)
 
     @property
     def running(self) -> bool:
@@ -100,22 +100,28 @@ class AppProcess:
     @classmethod
     async def start(cls, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
                     log_path: Path) -> "AppProcess":
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        """Start argv in cwd with env (build it with `child_environment`), its output going
+        to the capped log at log_path; raises HuddleError when it cannot start."""
+        run_id = new_run_id()
+        read_end, write_end = open_pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=str(cwd), env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fd, stderr=log_fd, start_new_session=True)
+            # the app holds a copy of the read end: the pipe outlives a SIGKILLed agent
+            proc = spawn(argv, cwd=str(cwd), env=env, stdout=write_end, stderr=write_end,
+                         run_id=run_id, pass_fds=(read_end,))
         except OSError as exc:
+            os.close(read_end)
             raise HuddleError(f"cannot start `{' '.join(argv)}`: {exc.strerror or exc}") from exc
         finally:
-            os.close(log_fd)
-        exited = asyncio.ensure_future(proc.wait())
-        return cls(proc.pid, exited, adopted=False)
+            os.close(write_end)
+        applog = AppLog.for_path(log_path)
+        applog.ensure_open()
+        capture = LogCapture(read_end, applog)
+        return cls(proc.pid, watch_exit(proc), adopted=False, run_id=run_id, capture=capture)
 
     @classmethod
-    def adopt(cls, pid: int) -> Optional["AppProcess"]:
-        """Watch a process we did not start (the previous agent's); None if it is gone."""
+    def adopt(cls, pid: int, log_path: Path | None = None) -> "AppProcess | None":
+        """Watch a process we did not start (the previous agent's); None if it is gone.
+        With log_path, its output pipe is found again and read into that log."""
         loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(pid)
@@ -130,7 +136,15 @@ class AppProcess:
                 exited.set_result(None)
 
         loop.add_reader(pidfd, on_exit)
-        return cls(pid, exited, adopted=True)
+        run_id = _run_id_of(pid)
+        capture = None
+        if log_path is not None:
+            ticks = start_time(pid)
+            tree = members(run_id, {pid: ticks} if ticks is not None else None)
+            read_end = reopen_pipe([pid] + sorted(set(tree) - {pid}))
+            if read_end is not None:
+                capture = LogCapture(read_end, AppLog.for_path(log_path))
+        return cls(pid, exited, adopted=True, run_id=run_id, capture=capture)
 
     def signal_group(self, sig: int) -> None:
         try:
@@ -140,9 +154,27 @@ class AppProcess:
         except PermissionError:
             os.kill(self.pid, sig)  # not a group leader we may signal: the process itself
 
-    async def stop(self, timeout_s: float) -> Optional[int]:
-        """SIGTERM to the group, wait up to timeout_s, then SIGKILL; returns the exit code."""
+    def _on_exit(self, _: "asyncio.Future") -> None:
+        if self.capture is not None:
+            self.capture.drain()
+        if not self.stopping:
+            # what the app started and left running (in its group or not) goes with it
+            self.leftovers = asyncio.ensure_future(self._clear(LEFTOVER_TIMEOUT_S))
+
+    async def _clear(self, timeout_s: float) -> None:
+        self.signal_group(signal.SIGKILL)  # the group first: it needs no /proc scan
+        await clear_run(self.run_id, None, timeout_s)
+
+    async def stop(self, timeout_s: float) -> int | None:
+        """SIGTERM to the group, wait up to timeout_s, then SIGKILL; then the same for every
+        remaining process of this run (out of the group: daemons, setsid helpers), so the
+        whole may take up to twice timeout_s. Returns the main process's exit code."""
         if self.running:
+            # the tree while the main process still links it (it matters for descendants
+            # that cleared their environment of the run id)
+            tree = members(self.run_id, {self.pid: self.start_ticks}
+                           if self.start_ticks is not None else None)
+            self.stopping = True
             self.signal_group(signal.SIGTERM)
             # a hung (SIGSTOPped) app acts on SIGTERM only once continued, as systemd knows
             self.signal_group(signal.SIGCONT)
@@ -151,28 +183,42 @@ class AppProcess:
             except asyncio.TimeoutError:
                 self.signal_group(signal.SIGKILL)
                 await self.exited
+            self.signal_group(signal.SIGKILL)
+            await clear_run(self.run_id, tree, timeout_s)
+        elif self.leftovers is not None:
+            await asyncio.shield(self.leftovers)
         # children that ignored SIGTERM may outlive the leader: clear the whole group
         self.signal_group(signal.SIGKILL)
+        if self.capture is not None:
+            self.capture.drain()
+            self.capture.close()
         return self.exited.result()
 
 
+def _run_id_of(pid: int) -> str | None:
+    """The run id in a process's environment (None for an app started by an older huddle)."""
+    prefix = f"{RUN_VAR}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            for item in fh.read().split(b"\0"):
+                if item.startswith(prefix):
+                    return item[len(prefix):].decode(errors="replace")
+    except OSError:
+        pass  # gone or not ours to read: the group and tree still identify it
+    return None
+
+
 def rotate_log(log_path: Path, max_bytes: int, keep: int = 3) -> bool:
-    """Copy-and-truncate rotation: the app keeps its O_APPEND descriptor and writes on at
-    offset 0, so neither a restart nor a signal is needed. Returns True if it rotated."""
+    """Rotate log_path by renaming if it holds more than max_bytes; True if it rotated.
+
+    The capture already keeps every log under its cap as it writes (huddle/applog.py); this
+    only serves a caller that wants a check of its own, and costs a stat, never a copy."""
+    applog = AppLog.for_path(log_path)
     try:
         if log_path.stat().st_size <= max_bytes:
             return False
     except FileNotFoundError:
         return False
-    for n in range(keep - 1, 0, -1):
-        older = log_path.with_name(f"{log_path.name}.{n}")
-        if older.exists():
-            os.replace(older, log_path.with_name(f"{log_path.name}.{n + 1}"))
-    with open(log_path, "rb") as src, open(log_path.with_name(f"{log_path.name}.1"), "wb") as dst:
-        while True:
-            chunk = src.read(1 << 20)
-            if not chunk:
-                break
-            dst.write(chunk)
-    os.truncate(log_path, 0)
+    applog.keep = keep
+    applog.rotate()
     return True

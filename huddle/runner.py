@@ -3,7 +3,9 @@
 `run_command` starts an argument list (never a shell string) in its own session with stdin
 from /dev/null, reads its output concurrently with bounded buffers, and enforces a timeout by
 killing the whole process group (git spawns helpers such as ssh and remote-https that must die
-with it). Failures raise `CommandError` (or the class passed in) carrying the command line,
+with it). With `sweep` (hooks and installs), whatever the command leaves running when it ends,
+daemons and `setsid` helpers included, is stopped too (huddle/children.py finds them by a run
+id in their environment). Failures raise `CommandError` (or the class passed in) carrying the command line,
 the reason and the tail of stderr, the git-sync way. `CommandRunner` is the seam unit tests
 replace: anything with the same call signature will do.
 """
@@ -17,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Optional, Protocol, Sequence, Type
 
+from huddle.children import clear_run, new_run_id, spawn, watch_exit
 from huddle.errors import CommandError
 
 STDOUT_CAP = 4 * 1024 * 1024   # git output huddle parses is tiny; a runaway hook is not kept
@@ -43,17 +46,16 @@ class CommandRunner(Protocol):
 class _Child:
     """A started child's pipes and exit, watched straight from the event loop.
 
-    A pidfd (Linux >= 5.3) tells the loop when the child exits; each pipe is a reader callback
-    appending to a capped buffer. That is all a one-shot command needs, and it is about half
-    the CPU of asyncio's subprocess transport, protocol, stream readers and child watcher,
-    which matters because the agent runs one `git ls-remote` per app per poll. Where there is
-    no pidfd, a worker thread waits for the exit instead (what asyncio itself would do)."""
+    A pidfd tells the loop when the child exits (children.watch_exit); each pipe is a reader
+    callback appending to a capped buffer. That is all a one-shot command needs, and it is
+    about half the CPU of asyncio's subprocess transport, protocol, stream readers and child
+    watcher, which matters because the agent runs one `git ls-remote` per app per poll."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, proc: subprocess.Popen) -> None:
         self.loop = loop
         self.proc = proc
         self.out, self.err = bytearray(), bytearray()
-        self.exited: asyncio.Future = loop.create_future()
+        self.exited = watch_exit(proc)
         self.drained: asyncio.Future = loop.create_future()
         self.open_fds = []
         for stream, buf, cap, keep_tail in ((proc.stdout, self.out, STDOUT_CAP, False),
@@ -62,14 +64,6 @@ class _Child:
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._read, fd, buf, cap, keep_tail)
             self.open_fds.append(fd)
-        self.pidfd: Optional[int] = None
-        try:
-            self.pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            waiter = loop.run_in_executor(None, proc.wait)  # no pidfd: a thread waits
-            waiter.add_done_callback(lambda f: self._set_exit(proc.returncode))
-        else:
-            loop.add_reader(self.pidfd, self._on_pidfd)
 
     def _read(self, fd: int, buf: bytearray, cap: int, keep_tail: bool) -> None:
         try:
@@ -96,19 +90,6 @@ class _Child:
         if not self.open_fds and not self.drained.done():
             self.drained.set_result(None)
 
-    def _on_pidfd(self) -> None:
-        self._set_exit(self.proc.poll())  # poll() reaps the child: no zombie left behind
-
-    def _set_exit(self, returncode: Optional[int]) -> None:
-        if returncode is None:
-            return  # woken before the exit was reaped; the pidfd stays readable
-        if self.pidfd is not None:
-            self.loop.remove_reader(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = None
-        if not self.exited.done():
-            self.exited.set_result(returncode)
-
     async def finish_reading(self, grace_s: float) -> None:
         """Give the pipes grace_s to reach EOF after the process is gone, then kill what is
         left of its group, then stop reading.
@@ -124,15 +105,11 @@ class _Child:
         self.close()
 
     def close(self) -> None:
-        """Stop watching: release our pipe ends (and the pidfd) now."""
+        """Stop watching: release our pipe ends now."""
         for fd in list(self.open_fds):
             self._close_fd(fd)
         for stream in (self.proc.stdout, self.proc.stderr):
             stream.close()
-        if self.pidfd is not None:
-            self.loop.remove_reader(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = None
 
 
 def _kill_group(pid: int) -> None:
@@ -142,19 +119,25 @@ def _kill_group(pid: int) -> None:
         pass  # already gone: nothing left to kill
 
 
+async def _sweep(run_id: str | None) -> None:
+    """Stop what a command left running: its group, then the rest of its run."""
+    if run_id is not None:
+        await clear_run(run_id, None, PIPE_GRACE_S)
+
+
 async def run_command(argv: Sequence[str], *, cwd: Optional[str] = None,
                       env: Optional[Mapping[str, str]] = None, timeout_s: float = 60.0,
-                      check: bool = True,
-                      error_class: Type[CommandError] = CommandError) -> CommandResult:
-    """Run argv to completion under a timeout; raise error_class on failure when check."""
+                      check: bool = True, error_class: Type[CommandError] = CommandError,
+                      sweep: bool = False) -> CommandResult:
+    """Run argv to completion under a timeout; raise error_class on failure when check.
+    With sweep, every process the command leaves behind is stopped when it ends."""
     argv = tuple(str(a) for a in argv)
     started = time.monotonic()
     loop = asyncio.get_running_loop()
+    run_id = new_run_id() if sweep else None
     try:
-        # fork+exec is synchronous in asyncio too; Popen adds no wait of its own
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = spawn(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     run_id=run_id)
     except OSError as exc:
         raise error_class(argv, f"could not start: {exc.strerror or exc}") from exc
     child = _Child(loop, proc)
@@ -164,14 +147,17 @@ async def run_command(argv: Sequence[str], *, cwd: Optional[str] = None,
         if not child.exited.done():
             _kill_group(proc.pid)
             await asyncio.wait([child.exited], timeout=PIPE_GRACE_S)
+            await _sweep(run_id)
             await child.finish_reading(PIPE_GRACE_S)
             raise error_class(argv, f"timed out after {timeout_s:g} s",
                               bytes(child.err).decode(errors="replace"))
         returncode = child.exited.result()
+        await _sweep(run_id)
         await child.finish_reading(PIPE_GRACE_S)
     except asyncio.CancelledError:
         _kill_group(proc.pid)  # the agent is stopping: leave no child behind
         await asyncio.shield(asyncio.wait([child.exited], timeout=PIPE_GRACE_S))
+        await asyncio.shield(_sweep(run_id))
         child.close()
         raise
     result = CommandResult(argv, returncode, bytes(child.out).decode(errors="replace"),

@@ -1,4 +1,4 @@
-"""AppProcess against real processes: log file, group stop, SIGKILL escalation, adoption
+"""AppProcess against real processes: log capture, group stop, SIGKILL escalation, adoption
 through a pidfd, identity by /proc start time, the HUDDLE_APP tag scan, log rotation."""
 from __future__ import annotations
 
@@ -138,22 +138,22 @@ def test_find_tagged_finds_group_leaders_with_the_tag():
         other.wait()
 
 
-def test_rotate_log_copy_truncate_keeps_the_writer_writing(tmp_path):
+def test_rotate_log_renames_and_the_agents_writer_goes_on_in_a_new_file(tmp_path):
+    """The agent is the log's only writer (the app writes to a pipe), so rotation is a
+    rename: no copy of the file, whatever its size."""
+    from huddle.applog import AppLog
     log = tmp_path / "app.log"
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, b"old line\n" * 200)
-        assert not rotate_log(log, 10_000)
-        assert rotate_log(log, 1000, keep=3)
-        assert (tmp_path / "app.log.1").read_bytes() == b"old line\n" * 200
-        os.write(fd, b"new line\n")  # the same descriptor, as a running app would
-        assert log.read_bytes() == b"new line\n"  # no hole of NULs before it
-        os.write(fd, b"x" * 2000)
-        assert rotate_log(log, 1000, keep=3)
-        assert (tmp_path / "app.log.2").read_bytes() == b"old line\n" * 200
-        assert (tmp_path / "app.log.1").read_bytes().startswith(b"new line\n")
-    finally:
-        os.close(fd)
+    writer = AppLog.for_path(log)
+    writer.write(b"old line\n" * 200)
+    assert not rotate_log(log, 10_000)
+    assert rotate_log(log, 1000, keep=3)
+    assert (tmp_path / "app.log.1").read_bytes() == b"old line\n" * 200
+    writer.write(b"new line\n")
+    assert log.read_bytes() == b"new line\n"
+    writer.write(b"x" * 2000)
+    assert rotate_log(log, 1000, keep=3)
+    assert (tmp_path / "app.log.2").read_bytes() == b"old line\n" * 200
+    assert (tmp_path / "app.log.1").read_bytes().startswith(b"new line\n")
     assert not rotate_log(tmp_path / "missing.log", 10)
 
 
