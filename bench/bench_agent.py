@@ -101,7 +101,6 @@ def children_cpu_s() -> float:
 
 
 def poll_cost(origin: Origin, root: Path, runs: int) -> dict:
-    from huddle.agent import use_pidfd_child_watcher
     from huddle.git import GitRepo
 
     huddle_tree = clone_origin(origin, root / "huddle-tree")
@@ -109,7 +108,6 @@ def poll_cost(origin: Origin, root: Path, runs: int) -> dict:
     repo = GitRepo(huddle_tree)
 
     async def remote_heads(n: int) -> None:
-        use_pidfd_child_watcher()   # as the agent does: no watcher thread per child
         for _ in range(n):
             await repo.remote_head("origin", origin.branch)
 

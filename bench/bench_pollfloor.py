@@ -104,13 +104,11 @@ def floor_python(url: str, v1: bool, calls: int) -> dict:
 
 
 def huddle_inprocess(tree: Path, v1: bool, calls: int, servers, kind) -> dict:
-    from huddle.agent import use_pidfd_child_watcher
     from huddle.git import GitRepo
 
     repo = GitRepo(tree, env={**os.environ, **(V1_ENV if v1 else {})})
 
     async def polls(n: int) -> None:
-        use_pidfd_child_watcher()   # as the agent does
         for _ in range(n):
             await repo.remote_head("origin", "main")
 

@@ -3,7 +3,8 @@
 It owns what the apps share: the state file (saved atomically whenever any app's state
 changes), the reporter, the signals, and the set of apps. Each app's failures are its own:
 an app whose git remote is down or whose hook hangs never delays another's poll, because
-each app is a separate task and nothing in the loop blocks.
+each app is a separate task and nothing in the loop blocks. Children are watched through
+pidfds read by the loop (huddle/children.py), so no thread waits for any of them.
 
 SIGHUP (`huddle reload`) rereads the config paths: new apps start, removed apps stop (their
 trees stay) and leave the state and the reports, changed apps restart with their new config,
@@ -17,12 +18,12 @@ import hashlib
 import logging
 import random
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from huddle.app import AppController
+from huddle.children import become_subreaper
 from huddle.events import PollSoon
 from huddle.config import AppConfig, load_paths
 from huddle.errors import HuddleError
@@ -32,21 +33,6 @@ from huddle.requests import take_retry
 from huddle.state import AppState, StateStore
 
 log = logging.getLogger("huddle.agent")
-
-
-def use_pidfd_child_watcher() -> None:
-    """asyncio < 3.12 defaults to a thread per child; pidfds need none (Linux >= 5.3)."""
-    if sys.version_info >= (3, 12):
-        return  # asyncio already uses pidfds where the kernel has them
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            watcher = asyncio.PidfdChildWatcher()
-            watcher.attach_loop(asyncio.get_running_loop())
-            asyncio.set_child_watcher(watcher)
-        except (AttributeError, OSError) as exc:
-            log.warning("no pidfd child watcher (%s); asyncio will use a thread per child", exc)
 
 
 def app_tag(state_dir: Path, name: str) -> str:
@@ -182,7 +168,9 @@ class Agent:
 
     # -- the loop -----------------------------------------------------------------------------
     async def run(self) -> int:
-        use_pidfd_child_watcher()
+        # orphans of apps (a daemon that double-forked) are re-parented to us, not to init:
+        # so they are reaped, and an app's stop can find them
+        become_subreaper()
         loop = asyncio.get_running_loop()
         self.stop_requested = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huddle.applog import AppLog
 from huddle.backoff import Backoff
 from huddle.config import AppConfig
 from huddle.errors import HuddleError, RefusedError
@@ -135,6 +136,7 @@ class AppController:
         self.last_check = 0.0
         self.poll_backoff = Backoff(config.timing.maximum_s, POLL_BACKOFF_CAP_S, self.rng)
         self.restart_backoff = Backoff(*RESTART_BACKOFF_S, rng=self.rng)
+        AppLog.for_path(self.log_path).on_problem = self.log_problem
 
     # -- the one place the state changes ----------------------------------------------------
     def enter(self, new: State, why: str) -> None:
@@ -170,6 +172,15 @@ class AppController:
         log.error("%s: %s", self.name, message)
         self.state.last_error = message
         self.changed()
+
+    def log_problem(self, message: str | None) -> None:
+        """The app's log file cannot be written (its output goes to the agent's stderr
+        meanwhile), or, with None, can be again."""
+        if message is not None:
+            self.error(f"app log: {message}")
+        elif (self.state.last_error or "").startswith("app log:"):
+            self.state.last_error = None
+            self.changed()
 
     def app_env(self, commit: str | None = None) -> dict[str, str]:
         """The app's (and its hooks') environment; `commit` is the one being installed."""
@@ -492,7 +503,7 @@ class AppController:
         self.recorded = (None, None, None)
         adopted = None
         if pid and pid_start is not None and is_same_process(pid, pid_start, boot):
-            adopted = AppProcess.adopt(pid)
+            adopted = AppProcess.adopt(pid, log_path=self.log_path)
         for pid in find_tagged(self.tag):
             if adopted is None or pid != adopted.pid:
                 orphan = AppProcess.adopt(pid)

@@ -36,7 +36,7 @@ ENV_PREFIX = "HUDDLE_"          # the agent's own settings; never passed on to a
 LEFTOVER_TIMEOUT_S = 5.0        # SIGTERM grace for what an exited app left running
 
 __all__ = ["TAG_VAR", "AppProcess", "boot_id", "child_environment", "find_tagged",
-           "is_same_process", "rotate_log", "start_time"]
+           "is_same_process", "start_time"]
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -206,19 +206,3 @@ def _run_id_of(pid: int) -> str | None:
     except OSError:
         pass  # gone or not ours to read: the group and tree still identify it
     return None
-
-
-def rotate_log(log_path: Path, max_bytes: int, keep: int = 3) -> bool:
-    """Rotate log_path by renaming if it holds more than max_bytes; True if it rotated.
-
-    The capture already keeps every log under its cap as it writes (huddle/applog.py); this
-    only serves a caller that wants a check of its own, and costs a stat, never a copy."""
-    applog = AppLog.for_path(log_path)
-    try:
-        if log_path.stat().st_size <= max_bytes:
-            return False
-    except FileNotFoundError:
-        return False
-    applog.keep = keep
-    applog.rotate()
-    return True

@@ -443,8 +443,6 @@ def test_run_keeps_the_agents_huddle_settings_from_the_app(tmp_path, agent_facto
     assert agent.stop() == 0
 
 
-@pytest.mark.xfail(reason="needs lifecycle integration: adopt_or_clear_orphans must call "
-                          "AppProcess.adopt(pid, log_path=self.log_path)", strict=False)
 def test_run_resumes_an_adopted_apps_log(tmp_path, agent_factory):
     origin, port, config = wrapped_app(tmp_path, "(while sleep 0.1; do echo tick; done) &")
     v1 = origin.app_commit("v1")
@@ -452,8 +450,8 @@ def test_run_resumes_an_adopted_apps_log(tmp_path, agent_factory):
     agent.start(config)
     pid = agent.wait_good("web", v1)["pid"]
     agent.kill()  # SIGKILL: the app stays, its pipe's read end held by itself
-    wait_until(lambda: f"adopted running pid {pid}" in agent.start(config).output(), 20,
-               "the adoption")
+    agent.start(config)
+    wait_until(lambda: f"adopted running pid {pid}" in agent.output(), 20, "the adoption")
     seen = agent.app_log("web").count("tick")
     wait_until(lambda: agent.app_log("web").count("tick") > seen + 5, 10,
                "ticks logged after the adoption")

@@ -10,7 +10,7 @@ import sys
 import time
 
 from huddle.process import (TAG_VAR, AppProcess, boot_id, find_tagged, is_same_process,
-                            rotate_log, start_time)
+                            start_time)
 from tests.gitutil import alive, wait_until
 
 PY = sys.executable
@@ -136,25 +136,6 @@ def test_find_tagged_finds_group_leaders_with_the_tag():
         other.kill()
         leader.wait()
         other.wait()
-
-
-def test_rotate_log_renames_and_the_agents_writer_goes_on_in_a_new_file(tmp_path):
-    """The agent is the log's only writer (the app writes to a pipe), so rotation is a
-    rename: no copy of the file, whatever its size."""
-    from huddle.applog import AppLog
-    log = tmp_path / "app.log"
-    writer = AppLog.for_path(log)
-    writer.write(b"old line\n" * 200)
-    assert not rotate_log(log, 10_000)
-    assert rotate_log(log, 1000, keep=3)
-    assert (tmp_path / "app.log.1").read_bytes() == b"old line\n" * 200
-    writer.write(b"new line\n")
-    assert log.read_bytes() == b"new line\n"
-    writer.write(b"x" * 2000)
-    assert rotate_log(log, 1000, keep=3)
-    assert (tmp_path / "app.log.2").read_bytes() == b"old line\n" * 200
-    assert (tmp_path / "app.log.1").read_bytes().startswith(b"new line\n")
-    assert not rotate_log(tmp_path / "missing.log", 10)
 
 
 async def _until(pred, interval_s=0.02):
