@@ -67,6 +67,17 @@ class TreeConflictError(GitError, RefusedError):
                          f"paths: {shown} (move them away or add them to the commit)")
 
 
+class SignatureError(RefusedError):
+    """A commit not signed by a key the app trusts (unsigned, an unknown key, a signature
+    that does not match the commit): `who` says who signed it, or `unsigned`."""
+
+    def __init__(self, commit: str, who: str, status: str, message: str) -> None:
+        self.commit = commit
+        self.who = who          # "unsigned", "signed by alice@example.com (key SHA256:...)"
+        self.status = status    # git's %G? letter
+        super().__init__(message)
+
+
 class StateError(HuddleError):
     """The state file cannot be read or written."""
 

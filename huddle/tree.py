@@ -9,6 +9,14 @@ retry, with its install). None of them starts or stops a process, and none decid
 One promise holds whatever fails: the tree is left at the commit that runs. A `deploy` or
 `switch` that fails after the tree moved puts it back at `running` before raising, so a later
 crash restart never runs code that was not deployed.
+
+With trusted signers configured (huddle/signatures.py), a second one holds: the tree never
+moves to, installs or runs the hooks of a commit no trusted key signed. `deploy` and `switch`
+verify before the checkout and raise `SignatureError` (a `RefusedError`); `prepare` verifies
+the head of a fresh clone or an adopted tree before its first install, and with an untrusted
+head prepares nothing to run (`Prepared(None, ...)`), so the app waits for a trusted commit.
+A commit the state already records as deployed is not checked again at an agent restart:
+it ran before, and keeps running until the branch brings a trusted one.
 """
 from __future__ import annotations
 
@@ -18,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huddle.config import AppConfig
-from huddle.errors import HuddleError
+from huddle.errors import HuddleError, SignatureError
 from huddle.git import GitRepo, redact
 from huddle.hooks import HOOK_TIMEOUT_S, run_hooks
+from huddle.signatures import Signers
 from huddle.state import AppState
 
 log = logging.getLogger("huddle.app")
@@ -30,6 +39,7 @@ log = logging.getLogger("huddle.app")
 class Prepared:
     commit: str | None     # what the app should run from this tree (None: nothing yet)
     first: bool            # never deployed from this tree: it got its hooks and install
+    refused: SignatureError | None = None  # the head no trusted key signed: nothing runs
 
 
 class Tree:
@@ -43,6 +53,19 @@ class Tree:
     @property
     def branch(self) -> str:
         return self.config.repository.branch
+
+    def signers(self) -> Signers | None:
+        """The app's trusted keys (None: any commit is deployed); read from the config at
+        each use, so a reloaded config counts at once."""
+        return Signers.of(self.config.repository, self.git.runner)
+
+    async def verify(self, commit: str) -> None:
+        """Raise SignatureError unless a trusted key signed `commit` (present locally)."""
+        signers = self.signers()
+        if signers is None:
+            return
+        signature = await signers.require(self.git.path, commit)
+        log.info("%s: %s is %s", self.config.name, commit[:12], signature.describe())
 
     async def hooks(self, commands: Sequence[tuple], what: str, commit: str | None,
                     timeout_s: float = HOOK_TIMEOUT_S) -> None:
@@ -88,7 +111,13 @@ class Tree:
             return Prepared(None, False)
         if state.commit != head:
             # never deployed from this tree (fresh clone, or a clone made by hand): it gets
-            # its hooks and install like any deploy
+            # its hooks and install like any deploy, once its signature is trusted
+            try:
+                await self.verify(head)
+            except SignatureError as exc:
+                log.error("%s: %s; nothing runs until a commit signed by a trusted key "
+                          "arrives", self.config.name, exc)
+                return Prepared(None, False, exc)
             await self.install(head)
             return Prepared(head, True)
         return Prepared(head, False)
@@ -98,18 +127,33 @@ class Tree:
         install it; returns the commit the tree is now at. On failure the tree is back at
         `running` before the error propagates."""
         repo = self.config.repository
-        if self.config.scripts.pre_pull:
+        # with signers, a tree that runs nothing may hold the files of a refused clone:
+        # a hook run there could run them
+        if self.config.scripts.pre_pull and (running or self.signers() is None):
             await self.hooks(self.config.scripts.pre_pull, "pre-pull", running)
         if not await self.git.has_commit(commit):
             commit = await self.git.fetch(repo.remote, repo.branch)
+        await self._verify_for(commit, running)   # before the tree moves
         await self._move(commit, running, post_pull=True)
         return commit
 
     async def switch(self, commit: str, running: str | None) -> None:
-        """Move the tree to a commit that was deployed before (a rollback or a retry)."""
+        """Move the tree to a commit that was deployed before (a rollback or a retry); it
+        must still be trusted (a key may have been removed since)."""
+        await self._verify_for(commit, running)
         if await self.git.head() == commit:
             return  # already there (a retry of the commit that failed)
         await self._move(commit, running, post_pull=False)
+
+    async def _verify_for(self, commit: str, running: str | None) -> None:
+        try:
+            await self.verify(commit)
+        except SignatureError as exc:
+            if running:
+                raise
+            raise SignatureError(exc.commit, exc.who, exc.status,
+                                 f"{exc}; nothing runs until a commit signed by a trusted "
+                                 "key arrives") from None
 
     async def _move(self, commit: str, running: str | None, *, post_pull: bool) -> None:
         await self.git.checkout(commit, self.branch)
