@@ -55,6 +55,11 @@ _REFUSALS = {
 }
 
 
+def names_signers(repo: RepositoryConfig) -> bool:
+    """Whether the app deploys only signed commits."""
+    return repo.allowed_signers is not None or repo.gpg_home is not None
+
+
 @dataclass(frozen=True)
 class Signature:
     """What git says of one commit's signature."""
@@ -100,7 +105,7 @@ class Signers:
     def of(cls, repo: RepositoryConfig, runner: CommandRunner = run_command
            ) -> Signers | None:
         """The app's signers, or None when it names none (every commit is deployed)."""
-        if repo.allowed_signers is None and repo.gpg_home is None:
+        if not names_signers(repo):
             return None
         return cls(repo.allowed_signers, repo.gpg_home, executable=repo.executable,
                    runner=runner)

@@ -29,7 +29,7 @@ from huddle.config import AppConfig
 from huddle.errors import HuddleError, SignatureError
 from huddle.git import GitRepo, redact
 from huddle.hooks import HOOK_TIMEOUT_S, run_hooks
-from huddle.signatures import Signers
+from huddle.signatures import Signers, names_signers
 from huddle.state import AppState
 
 log = logging.getLogger("huddle.app")
@@ -57,6 +57,8 @@ class Tree:
     def signers(self) -> Signers | None:
         """The app's trusted keys (None: any commit is deployed); read from the config at
         each use, so a reloaded config counts at once."""
+        if not names_signers(self.config.repository):
+            return None
         return Signers.of(self.config.repository, self.git.runner)
 
     async def verify(self, commit: str) -> None:
