@@ -3,11 +3,12 @@
 The states and their transitions are in huddle/states.py; this module is the table's code.
 Everything that happens to an app arrives as an event (huddle/events.py): its process exited,
 a health check came back, a poll or a git/hook task ended, a timer fired, the agent asked
-for a poll or a retry. `run` reads them one at a time and `enter` is the only place the state
-changes (it logs the move and reports it), so no lock is needed and no event is half handled
-when the next arrives. Work that takes time runs in child tasks that post their result: at
-most one git/hook task (`self.work`: a poll, a deploy, a rollback's checkout) and one health
-check. Processes are started and stopped here, awaited briefly (the stop timeout bounds it).
+for a poll or a retry. `run` reads them one at a time from the app's mailbox
+(huddle/mailbox.py) and `enter` is the only place the state changes (it logs the move and
+reports it), so no lock is needed and no event is half handled when the next arrives. Work
+that takes time runs in child tasks that post their result: at most one git/hook task (a
+poll, a deploy, a rollback's checkout; huddle/tree.py) and one health check. Processes are
+started and stopped here, awaited briefly (the stop timeout bounds it).
 
 The policy, which keeps a device serving whenever any version can run:
 
@@ -37,7 +38,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,12 @@ from huddle.events import Checked, Deadline, Exited, Polled, PollSoon, Retry, Tr
 from huddle.fleetpolicy import AppFleet, LocalOnly
 from huddle.git import GitRepo
 from huddle.hooks import append_log
-from huddle.process import (TAG_VAR, AppProcess, child_environment, find_tagged,
-                            is_same_process)
+from huddle.mailbox import Event, Mailbox
+from huddle.process import TAG_VAR, AppProcess, child_environment
 from huddle.report import NullReporter, Reporter
 from huddle.state import AppState
 from huddle.states import State, allowed
+from huddle.supervisor import HealthCount, Verdict, adopt_or_stop_strays
 from huddle.tree import Tree
 
 log = logging.getLogger("huddle.app")
@@ -63,8 +65,6 @@ RESTART_BACKOFF_S = (1.0, 60.0)
 POLL_BACKOFF_CAP_S = 300.0
 DEPLOY_RETRY_CAP_S = 300.0
 STABLE_AFTER_S = 60.0         # an app up this long has its crash count forgiven
-
-Event = Any  # one of huddle.events' records
 
 
 @dataclass
@@ -115,25 +115,20 @@ class AppController:
         self.first_seen: dict[str, float] = {}   # commit -> when a poll first saw it
         self.skip_noted: str | None = None       # the commit whose skip was last logged
         self.current = State.STOPPED
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.box = Mailbox(config.name)
         self.proc: AppProcess | None = None
         self.trial: Trial | None = None
         self.newest: str | None = state.commit   # the commit the app should end up running
         # the process a previous agent recorded, to adopt once the tree is ready
         self.recorded = (state.pid, state.pid_start, state.boot_id)
-        self.work: asyncio.Task[None] | None = None
         self.checking: asyncio.Task[None] | None = None
         self.after_work: Callable[[], Awaitable[None]] | None = None
         self.pending_suspect: str | None = None  # the switch under way is a rollback of it
         self.poll_due = False
-        self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.tokens: dict[str, int] = {}
         self.tree_ready = False
         self.poll_error = False  # last_error came from polling: a good poll clears it
         self.deferred: Deferred | None = None
-        self.health_failures = 0
-        self.proc_started = 0.0
-        self.last_check = 0.0
+        self.health = HealthCount(config.health, 0.0)   # of the current process
         self.poll_backoff = Backoff(config.timing.maximum_s, POLL_BACKOFF_CAP_S, self.rng)
         self.restart_backoff = Backoff(*RESTART_BACKOFF_S, rng=self.rng)
         AppLog.for_path(self.log_path).on_problem = self.log_problem
@@ -191,42 +186,7 @@ class AppController:
             "HUDDLE_COMMIT": commit or self.state.commit or ""})
 
     def post(self, event: Event) -> None:
-        self.queue.put_nowait(event)
-
-    def arm(self, kind: str, delay_s: float) -> None:
-        """(Re)start the timer `kind`; when it fires, a Deadline event is posted."""
-        self.disarm(kind)
-        token = self.tokens.get(kind, 0) + 1
-        self.tokens[kind] = token
-        self.timers[kind] = asyncio.get_running_loop().call_later(
-            max(0.0, delay_s), self.post, Deadline(kind, token))
-
-    def disarm(self, kind: str) -> None:
-        handle = self.timers.pop(kind, None)
-        if handle is not None:
-            handle.cancel()
-        self.tokens[kind] = self.tokens.get(kind, 0) + 1  # a Deadline already queued is stale
-
-    def due_in(self, kind: str) -> float:
-        handle = self.timers.get(kind)
-        return math.inf if handle is None else handle.when() - self.now()
-
-    def start_work(self, work: Coroutine[Any, Any, Event],
-                   failed: Callable[[HuddleError | OSError], Event]) -> None:
-        """Run one git/hook task; its result (or `failed(error)`) comes back as an event."""
-        if self.work is not None:
-            raise RuntimeError(f"{self.name}: a second git task while one runs")
-
-        async def run() -> None:
-            try:
-                event = await work
-            except (HuddleError, OSError) as exc:
-                event = failed(exc)
-            except Exception as exc:  # a bug must not leave the app without a way forward
-                log.exception("%s: internal error in a git/hook task", self.name)
-                event = failed(HuddleError(f"internal error: {exc!r}"))
-            self.post(event)
-        self.work = asyncio.ensure_future(run())
+        self.box.post(event)
 
     # -- the consumer -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -236,16 +196,14 @@ class AppController:
         self.start_prepare()
         try:
             while True:
-                await self.handle(await self.queue.get())
+                await self.handle(await self.box.get())
         finally:
             await asyncio.shield(self.shutdown("agent stopping"))
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, Deadline):
-            if self.tokens.get(event.kind) != event.token:
-                return  # re-armed or disarmed since
-            self.timers.pop(event.kind, None)
-            await self.DEADLINES[event.kind](self)
+            if self.box.fresh(event):  # else re-armed or disarmed since
+                await self.DEADLINES[event.kind](self)
         elif isinstance(event, Exited):
             if event.proc is self.proc:
                 await self.on_exit(event.code)
@@ -254,34 +212,31 @@ class AppController:
             if event.proc is self.proc:
                 await self.on_checked(event.ok, event.detail)
         elif isinstance(event, (Polled, TreeReady)):
-            self.work = None
+            self.box.work_done()
             if isinstance(event, Polled):
                 await self.on_polled(event)
             else:
                 await self.on_tree_ready(event)
-            if self.work is None and self.after_work is not None:
+            if not self.box.busy and self.after_work is not None:
                 pending, self.after_work = self.after_work, None
                 await pending()
-            if self.work is None and self.poll_due:
+            if not self.box.busy and self.poll_due:
                 self.poll_due = False
                 await self.on_poll_deadline()
         elif isinstance(event, PollSoon):
-            if self.due_in("poll") > event.delay_s:
-                self.arm("poll", event.delay_s)
+            if self.box.due_in("poll") > event.delay_s:
+                self.box.arm("poll", event.delay_s)
         elif isinstance(event, Retry):
             self.on_retry(event.commits)
         else:
             raise TypeError(f"unknown event {event!r}")
 
     async def shutdown(self, reason: str) -> None:
-        for kind in list(self.timers):
-            self.disarm(kind)
-        for task in (self.work, self.checking):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in (self.work, self.checking) if t is not None),
-                             return_exceptions=True)
-        self.work = self.checking = None
+        await self.box.close()
+        if self.checking is not None:
+            self.checking.cancel()
+            await asyncio.gather(self.checking, return_exceptions=True)
+            self.checking = None
         await self.stop_process(reason)
         self.state.healthy = None
         self.enter(State.STOPPED, reason)
@@ -290,22 +245,23 @@ class AppController:
     def start_prepare(self) -> None:
         async def prepare() -> Event:
             prepared = await self.tree.prepare(self.state)
-            return TreeReady("prepare", prepared.commit, first=prepared.first)
-        self.start_work(prepare(), lambda exc: TreeReady("prepare", None, exc))
+            return TreeReady("prepare", prepared.commit, first=prepared.first,
+                             refused=prepared.refused)
+        self.box.start_work(prepare(), lambda exc: TreeReady("prepare", None, exc))
 
     def arm_poll(self, *, first_look: bool = False) -> None:
         t = self.config.timing
         # a fleet restarted together (a power cut) spreads its first look over an interval
-        self.arm("poll", self.rng.uniform(0 if first_look else t.minimum_s, t.maximum_s))
+        self.box.arm("poll", self.rng.uniform(0 if first_look else t.minimum_s, t.maximum_s))
 
     def poll_failed(self, exc: HuddleError | OSError) -> None:
         delay = max(self.config.timing.minimum_s, self.poll_backoff.failed())
         self.error(f"{exc} (retrying in {delay:.0f} s)")
         self.poll_error = True
-        self.arm("poll", delay)
+        self.box.arm("poll", delay)
 
     async def on_poll_deadline(self) -> None:
-        if self.work is not None:
+        if self.box.busy:
             self.poll_due = True  # after the running task: polls never overlap git work
             return
         if not self.tree_ready:
@@ -318,7 +274,7 @@ class AppController:
         async def poll() -> Event:
             repo = self.config.repository
             return Polled(await self.git.remote_head(repo.remote, repo.branch))
-        self.start_work(poll(), lambda exc: Polled(None, exc))
+        self.box.start_work(poll(), lambda exc: Polled(None, exc))
 
     async def on_polled(self, event: Polled) -> None:
         if event.error is not None or event.commit is None:
@@ -350,7 +306,7 @@ class AppController:
         if wait_s > 0:
             self.note_skip(commit, f"{commit[:12]} waits for its rollout wave "
                                    f"({wait_s:.0f} s more)")
-            self.arm("poll", min(self.due_in("poll"), wait_s))
+            self.box.arm("poll", min(self.box.due_in("poll"), wait_s))
             return False
         d = self.deferred
         if d is not None and d.commit == commit:
@@ -372,7 +328,7 @@ class AppController:
 
         async def deploy() -> Event:
             return TreeReady("deploy", await self.tree.deploy(commit, running))
-        self.start_work(deploy(), lambda exc: TreeReady("deploy", commit, exc))
+        self.box.start_work(deploy(), lambda exc: TreeReady("deploy", commit, exc))
 
     async def on_tree_ready(self, event: TreeReady) -> None:
         if event.purpose == "prepare":
@@ -391,8 +347,11 @@ class AppController:
         self.poll_backoff.reset()
         self.arm_poll(first_look=not cloned)
         commit = event.commit
+        if event.refused is not None:
+            self.error(str(event.refused))
+            self.event("error", str(event.refused))
         if commit is None:
-            return  # an empty branch: wait for a commit
+            return  # an empty branch, or a head that may not run: wait for a commit
         if event.first:
             self.state.commit = self.newest = commit
             self.state.deployed_at = self.wall_clock()
@@ -402,7 +361,7 @@ class AppController:
             self.state.good = commit
             self.enter(State.SYNC_ONLY, f"tree at {commit[:12]}")
             return
-        if not await self.adopt_or_clear_orphans():
+        if not await self.adopt():
             await self.launch(trial=self.state.commit != self.state.good, reason="start")
 
     async def on_deployed(self, event: TreeReady) -> None:
@@ -432,8 +391,10 @@ class AppController:
     def deploy_failed(self, commit: str, exc: HuddleError | OSError) -> None:
         if isinstance(exc, RefusedError):
             self.deferred = Deferred(commit, math.inf, Backoff(1, 1))
-            self.error(f"refused to deploy {commit[:12]}: {exc}; the running version keeps "
-                       "serving, a new commit on the branch is tried")
+            keeps = ("the running version keeps serving; " if self.proc is not None
+                     else "")
+            self.error(f"refused to deploy {commit[:12]}: {exc}; {keeps}a new commit on the "
+                       "branch is tried")
         else:
             d = self.deferred
             if d is None or d.commit != commit:
@@ -442,11 +403,16 @@ class AppController:
             delay = d.backoff.failed()
             d.not_before = self.now() + delay
             self.deferred = d
-            self.error(f"deploy of {commit[:12]} failed: {exc}; the running version keeps "
-                       f"serving; retrying in {delay:.0f} s or when the branch moves")
+            keeps = "the running version keeps serving; " if self.proc is not None else ""
+            self.error(f"deploy of {commit[:12]} failed: {exc}; {keeps}retrying in "
+                       f"{delay:.0f} s or when the branch moves")
         self.event("error", self.state.last_error or "", commit)
 
     # -- starting and stopping the process ----------------------------------------------------
+    def stop_timeout_s(self) -> float:
+        app = self.config.application
+        return app.stop_timeout_s if app is not None else 10.0
+
     async def launch(self, *, trial: bool, reason: str, suspect: str | None = None) -> None:
         """Start the process at state.commit; on trial, or as the good commit."""
         commit = self.state.commit or ""
@@ -454,77 +420,61 @@ class AppController:
             raise RuntimeError(f"{self.name}: a second process while one runs")
         app = self.config.application
         assert app is not None
-        self.health_failures = 0
         self.state.healthy = None
         self.state.health_detail = None
-        self.trial = None
-        self.disarm("restart")
+        self.box.disarm("restart")
         try:
-            self.proc = await self.start_process(
+            proc = await self.start_process(
                 app.start, cwd=self.config.repository.local_path, env=self.app_env(),
                 log_path=self.log_path)
         except HuddleError as exc:
             self.trial = Trial(commit, self.now(), suspect) if trial else None
             await self.process_failed(f"cannot start: {exc}")
             return
-        proc = self.proc
-        self.proc_started = self.now()
-        proc.exited.add_done_callback(lambda f: self.post(Exited(proc, _exit_code(f))))
         append_log(self.log_path, f"--- huddle: started pid {proc.pid} at {commit[:12]} "
                                   f"({reason})")
-        self.arm("check", self.next_check_at() - self.now())
+        self.up(proc, trial=trial, suspect=suspect, why=f"{commit[:12]} started ({reason})")
+
+    def up(self, proc: AppProcess, *, trial: bool, suspect: str | None = None,
+           why: str) -> None:
+        """`proc` now runs state.commit: watch its exit and health, and put it on trial."""
+        self.proc = proc
+        self.health = HealthCount(self.config.health, self.now())
+        proc.exited.add_done_callback(lambda f: self.post(Exited(proc, _exit_code(f))))
+        self.box.arm("check", self.health.next_check_at() - self.now())
+        self.trial = None
         if trial:
             h = self.config.health
-            self.trial = Trial(commit, self.now() + h.grace_s + h.retries * h.interval_s,
-                               suspect)
-            self.arm("trial", self.trial.deadline - self.now())
-            self.enter(State.TRIAL, f"{commit[:12]} started ({reason}), on trial")
+            window_s = h.grace_s + h.retries * h.interval_s
+            self.trial = Trial(self.state.commit or "", self.now() + window_s, suspect)
+            self.box.arm("trial", window_s)
+            self.enter(State.TRIAL, f"{why}, on trial")
         else:
-            self.enter(State.RUNNING, f"{commit[:12]} started ({reason})")
+            self.enter(State.RUNNING, why)
 
     async def stop_process(self, reason: str) -> None:
         proc, self.proc = self.proc, None
         self.trial = None
         for kind in ("check", "trial"):
-            self.disarm(kind)
+            self.box.disarm(kind)
         if proc is not None and proc.running:
-            app = self.config.application
-            code = await proc.stop(app.stop_timeout_s if app is not None else 10.0)
+            code = await proc.stop(self.stop_timeout_s())
             append_log(self.log_path, f"--- huddle: stopped pid {proc.pid} ({reason}), "
                                       f"status {code}")
         self.changed()
 
-    async def adopt_or_clear_orphans(self) -> bool:
-        """Exactly one copy runs: adopt the recorded process if it is really ours, stop any
-        other process carrying this app's tag (started by an agent that died too soon).
-        Returns whether a process was adopted."""
-        s = self.state
-        pid, pid_start, boot = self.recorded
-        self.recorded = (None, None, None)
-        adopted = None
-        if pid and pid_start is not None and is_same_process(pid, pid_start, boot):
-            adopted = AppProcess.adopt(pid, log_path=self.log_path)
-        for pid in find_tagged(self.tag):
-            if adopted is None or pid != adopted.pid:
-                orphan = AppProcess.adopt(pid)
-                if orphan is not None:
-                    log.warning("%s: stopping orphan pid %d of this app", self.name, pid)
-                    app = self.config.application
-                    await orphan.stop(app.stop_timeout_s if app is not None else 10.0)
-        if adopted is None:
+    async def adopt(self) -> bool:
+        """Adopt the process a previous agent left running (stopping stray copies); returns
+        whether there was one."""
+        recorded, self.recorded = self.recorded, (None, None, None)
+        proc = await adopt_or_stop_strays(self.name, recorded, self.tag, self.log_path,
+                                          self.stop_timeout_s())
+        if proc is None:
             return False
-        self.proc = proc = adopted
-        self.proc_started = self.now()
-        proc.exited.add_done_callback(lambda f: self.post(Exited(proc, None)))
         self.event("adopt", f"adopted running pid {proc.pid} left by a previous agent")
-        self.arm("check", 0.0)
-        if s.commit != s.good:
-            h = self.config.health
-            self.trial = Trial(s.commit or "", self.now() + h.grace_s + h.retries * h.interval_s)
-            self.arm("trial", self.trial.deadline - self.now())
-            self.enter(State.TRIAL, f"adopted pid {proc.pid}, on trial")
-        else:
-            self.enter(State.RUNNING, f"adopted pid {proc.pid}")
+        self.up(proc, trial=self.state.commit != self.state.good,
+                why=f"adopted pid {proc.pid}")
+        self.box.arm("check", 0.0)
         return True
 
     # -- verdicts -------------------------------------------------------------------------------
@@ -536,7 +486,7 @@ class AppController:
 
     async def process_failed(self, reason: str) -> None:
         """The process exited, could not start, or failed its checks `retries` times."""
-        ran_s = self.now() - self.proc_started if self.proc is not None else 0.0
+        ran_s = self.now() - self.health.started_at if self.proc is not None else 0.0
         self.state.healthy = False
         if self.trial is not None:
             await self.fail_trial(reason)
@@ -546,14 +496,14 @@ class AppController:
             self.restart_backoff.reset()
         delay = self.restart_backoff.failed()
         self.error(f"{reason}; restarting in {delay:.1f} s")
-        self.arm("restart", delay)
+        self.box.arm("restart", delay)
         self.enter(State.BACKOFF, reason)
 
     async def fail_trial(self, reason: str) -> None:
         trial = self.trial
         assert trial is not None
         await self.stop_process("failed trial")
-        if self.work is not None:
+        if self.box.busy:
             # a deploy is under way: it lands a newer commit, or else we continue here
             self.after_work = lambda: self.after_failed_trial(trial, reason)
             self.state.last_error = f"{trial.commit[:12]} failed its trial: {reason}"
@@ -591,7 +541,7 @@ class AppController:
         delay = self.restart_backoff.failed()
         target = self.newest or self.state.commit or "-"
         self.error(f"{reason}; retrying {target[:12]} in {delay:.1f} s")
-        self.arm("restart", delay)
+        self.box.arm("restart", delay)
         self.enter(State.CRASHLOOP, reason)
 
     def switch_to(self, commit: str, *, suspect: str | None, why: str) -> None:
@@ -603,7 +553,7 @@ class AppController:
             await self.tree.switch(commit, running)
             return TreeReady("switch", commit)
         self.pending_suspect = suspect
-        self.start_work(switch(), lambda exc: TreeReady("switch", commit, exc))
+        self.box.start_work(switch(), lambda exc: TreeReady("switch", commit, exc))
 
     async def on_switched(self, event: TreeReady) -> None:
         suspect, self.pending_suspect = self.pending_suspect, None
@@ -620,7 +570,7 @@ class AppController:
         trial = self.trial
         assert trial is not None
         self.trial = None
-        self.disarm("trial")
+        self.box.disarm("trial")
         self.state.good = trial.commit
         self.state.fallback = None
         self.state.healthy = True
@@ -663,17 +613,12 @@ class AppController:
             if target is None:
                 return
             self.event("restart", f"retry #{self.state.restarts} of {target[:12]}", target)
-            if self.work is not None:
-                self.arm("restart", 1.0)  # a deploy is under way; look again shortly
+            if self.box.busy:
+                self.box.arm("restart", 1.0)  # a deploy is under way; look again shortly
                 return
             self.switch_to(target, suspect=None, why=f"retrying {target[:12]}")
 
     # -- health -----------------------------------------------------------------------------
-    def next_check_at(self) -> float:
-        h = self.config.health
-        first = self.proc_started + (h.grace_s if h.type == "none" else min(h.grace_s, 1.0))
-        return max(first, self.last_check + h.interval_s)
-
     async def on_check_deadline(self) -> None:
         proc = self.proc
         if proc is None:
@@ -694,29 +639,26 @@ class AppController:
         self.checking = asyncio.ensure_future(check())
 
     async def on_checked(self, ok: bool, detail: str) -> None:
-        h = self.config.health
-        self.last_check = self.now()
-        self.arm("check", self.next_check_at() - self.now())
-        if ok:
-            self.health_failures = 0
-            if self.now() - self.proc_started >= STABLE_AFTER_S and self.trial is None:
+        verdict = self.health.record(ok, self.now())
+        self.box.arm("check", self.health.next_check_at() - self.now())
+        if verdict is Verdict.HEALTHY:
+            if self.now() - self.health.started_at >= STABLE_AFTER_S and self.trial is None:
                 self.restart_backoff.reset()
             if self.state.healthy is not True:
                 self.state.healthy, self.state.health_detail = True, detail
                 self.event("health", f"healthy: {detail}")
                 self.changed()
             return
-        if self.now() < self.proc_started + h.grace_s:
+        if verdict is Verdict.GRACE:
             return
-        self.health_failures += 1
         self.state.health_detail = detail
-        if self.health_failures < h.retries:
+        if verdict is Verdict.FAILING:
             return
         if self.state.healthy is not False:
             self.event("health", f"unhealthy: {detail}")
         self.state.healthy = False
         self.changed()  # report the verdict now, not after the stop timeout
-        await self.process_failed(f"unhealthy {h.retries} times ({detail})")
+        await self.process_failed(f"unhealthy {self.config.health.retries} times ({detail})")
 
     # -- the user's requests ---------------------------------------------------------------
     def on_retry(self, commits: tuple[str, ...], *, poll: bool = True) -> None:

@@ -43,6 +43,7 @@ class TreeReady:
     commit: str | None
     error: HuddleError | OSError | None = None
     first: bool = False        # prepare: the commit was never deployed from this tree
+    refused: HuddleError | None = None  # prepare: the tree's head may not run (unsigned)
 
 
 @dataclass(frozen=True)

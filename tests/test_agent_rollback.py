@@ -96,8 +96,9 @@ def test_first_commit_that_fails_is_retried_with_backoff_never_banned_and_a_fix_
     assert app["state"] in ("crashloop", "syncing", "trial") and app["good"] is None
     assert app["bad"] == []
     assert "nothing earlier ran healthily" in agent.output()
-    row = agent.status().stdout.splitlines()[1]
-    assert row.split()[:3] == ["web", app["state"], v1[:12]] or "crashloop" in row
+    name, state, commit = agent.status().stdout.splitlines()[1].split()[:3]
+    assert (name, commit) == ("web", v1[:12])
+    assert state in ("crashloop", "syncing", "trial")   # it moves on while we look
     assert started_at(agent, "web", v1) >= 3
     # a fixed commit is deployed at the next poll
     v2 = origin.app_commit("v2")
