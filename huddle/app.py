@@ -46,9 +46,10 @@ from typing import Any
 from huddle.applog import AppLog
 from huddle.backoff import Backoff
 from huddle.config import AppConfig
-from huddle.errors import HuddleError, RefusedError
+from huddle.errors import HuddleError
 from huddle.events import Checked, Deadline, Exited, Polled, PollSoon, Retry, TreeReady
 from huddle.fleetpolicy import AppFleet, LocalOnly
+from huddle.gate import DeployGate
 from huddle.git import GitRepo
 from huddle.hooks import append_log
 from huddle.mailbox import Event, Mailbox
@@ -63,7 +64,6 @@ log = logging.getLogger("huddle.app")
 
 RESTART_BACKOFF_S = (1.0, 60.0)
 POLL_BACKOFF_CAP_S = 300.0
-DEPLOY_RETRY_CAP_S = 300.0
 STABLE_AFTER_S = 60.0         # an app up this long has its crash count forgiven
 
 
@@ -72,15 +72,6 @@ class Trial:
     commit: str
     deadline: float
     suspect: str | None = None  # a fallback's trial: the commit banned if this one passes
-
-
-@dataclass
-class Deferred:
-    """A commit whose deploy failed: not tried again before `not_before` (inf: until the
-    branch moves to another commit)."""
-    commit: str
-    not_before: float
-    backoff: Backoff
 
 
 class AppController:
@@ -112,7 +103,8 @@ class AppController:
         self.wall_clock = wall_clock
         self.take_retry = take_retry  # a `huddle retry` waiting for this app's next poll
         self.fleet: AppFleet = fleet or LocalOnly()
-        self.first_seen: dict[str, float] = {}   # commit -> when a poll first saw it
+        self.gate = DeployGate(state, self.fleet, retry_base_s=config.timing.maximum_s,
+                               rng=self.rng)
         self.skip_noted: str | None = None       # the commit whose skip was last logged
         self.current = State.STOPPED
         self.box = Mailbox(config.name)
@@ -127,7 +119,6 @@ class AppController:
         self.poll_due = False
         self.tree_ready = False
         self.poll_error = False  # last_error came from polling: a good poll clears it
-        self.deferred: Deferred | None = None
         self.health = HealthCount(config.health, 0.0)   # of the current process
         self.poll_backoff = Backoff(config.timing.maximum_s, POLL_BACKOFF_CAP_S, self.rng)
         self.restart_backoff = Backoff(*RESTART_BACKOFF_S, rng=self.rng)
@@ -293,26 +284,14 @@ class AppController:
 
     def wants(self, commit: str) -> bool:
         """Whether a commit seen on the branch should be deployed now."""
-        if commit in (self.state.commit, self.newest) or commit in self.state.bad:
+        if commit in (self.state.commit, self.newest):
             return False
-        banned = self.fleet.banned(commit)
-        if banned is not None:
-            self.note_skip(commit, f"skipping {commit[:12]}: {banned}")
-            return False
-        first = self.first_seen.setdefault(commit, self.now())
-        if len(self.first_seen) > 16:  # only the last few heads matter
-            self.first_seen = {commit: first}
-        wait_s = first + self.fleet.rollout_delay_s(commit) - self.now()
-        if wait_s > 0:
-            self.note_skip(commit, f"{commit[:12]} waits for its rollout wave "
-                                   f"({wait_s:.0f} s more)")
-            self.box.arm("poll", min(self.box.due_in("poll"), wait_s))
-            return False
-        d = self.deferred
-        if d is not None and d.commit == commit:
-            return self.now() >= d.not_before
-        self.deferred = None  # the branch moved on: an older failure no longer matters
-        return True
+        answer = self.gate.ask(commit, self.now())
+        if answer.why_not is not None:
+            self.note_skip(commit, answer.why_not)
+        if answer.look_again_s is not None:
+            self.box.arm("poll", min(self.box.due_in("poll"), answer.look_again_s))
+        return answer.deploy
 
     def note_skip(self, commit: str, message: str) -> None:
         """Say once per commit why it is not deployed (log, state and an event)."""
@@ -369,7 +348,7 @@ class AppController:
         if event.error is not None:
             self.deploy_failed(commit, event.error)
             return
-        self.deferred = None
+        self.gate.deployed()
         if commit == self.state.commit or commit in self.state.bad:
             return  # the branch moved back while we fetched
         previous = self.state.commit
@@ -389,21 +368,12 @@ class AppController:
         await self.launch(trial=True, reason="deploy")
 
     def deploy_failed(self, commit: str, exc: HuddleError | OSError) -> None:
-        if isinstance(exc, RefusedError):
-            self.deferred = Deferred(commit, math.inf, Backoff(1, 1))
-            keeps = ("the running version keeps serving; " if self.proc is not None
-                     else "")
+        delay = self.gate.deploy_failed(commit, exc, self.now())
+        keeps = "the running version keeps serving; " if self.proc is not None else ""
+        if delay == math.inf:
             self.error(f"refused to deploy {commit[:12]}: {exc}; {keeps}a new commit on the "
                        "branch is tried")
         else:
-            d = self.deferred
-            if d is None or d.commit != commit:
-                d = Deferred(commit, 0.0, Backoff(self.config.timing.maximum_s,
-                                                  DEPLOY_RETRY_CAP_S, self.rng))
-            delay = d.backoff.failed()
-            d.not_before = self.now() + delay
-            self.deferred = d
-            keeps = "the running version keeps serving; " if self.proc is not None else ""
             self.error(f"deploy of {commit[:12]} failed: {exc}; {keeps}retrying in "
                        f"{delay:.0f} s or when the branch moves")
         self.event("error", self.state.last_error or "", commit)
@@ -665,10 +635,10 @@ class AppController:
         bad = self.state.bad
         cleared = [c for c in bad if not commits or any(c.startswith(p) for p in commits)]
         self.fleet.clear(commits)
-        if not cleared and self.deferred is None:
+        refused = self.gate.clear()
+        if not cleared and not refused:
             return
         self.state.bad = [c for c in bad if c not in cleared]
-        self.deferred = None
         self.skip_noted = None
         self.event("retry", "cleared " + (", ".join(c[:12] for c in cleared) or "a refusal"))
         self.changed()
