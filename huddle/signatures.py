@@ -20,7 +20,6 @@ deploys a branch head, and it is the head commit's own signature that is checked
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass

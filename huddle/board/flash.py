@@ -18,6 +18,7 @@ command line, and are never printed.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -283,3 +284,38 @@ def _run(argv: list, timeout_s: float, what: str, late: str = SILENT) -> str:
         detail = " | ".join(line.replace(f"{what}: ", "", 1) for line in lines)
         raise BoardError(f"{what} failed (exit {out.returncode}): {detail or 'no output'}")
     return out.stdout
+
+
+def flash_command(args: argparse.Namespace) -> int:
+    """`huddle flash`: ask the board, stage, push (or print the plan on --dry-run)."""
+    import tempfile
+
+    from huddle.board.definitions import load_board
+
+    board = load_board(args.board)
+    config, wifi = read_device_config(Path(args.config))
+    compile_ = board.compiles and not args.no_compile
+    firmware = None
+    if compile_ and not args.dry_run:  # sources import on any firmware: only .mpy needs asking
+        firmware = probe(args.port, args.timeout)
+        print(f"huddle: {args.port}: the board runs {firmware.describe()}")
+        note = board_file_note(board, firmware)
+        if note:
+            print(f"huddle: warning: {note}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="huddle-flash-") as tmp:
+        staged = stage(board, config, wifi, Path(tmp), compile_=compile_, firmware=firmware)
+        how = f"compiled to .mpy {staged.compiled}" if staged.compiled else "as source"
+        print(f"huddle: {board.name}: {staged.count()} files ({how}) for device "
+              f"{config['device']!r} -> {args.port}")
+        if args.dry_run:
+            for directory, files in sorted(staged.groups.items()):
+                for f in files:
+                    print(f"  {directory}{f.name}")
+            argv = mpremote_argv(args.port, board, staged)
+            print("  then: " + ("reset" if board.reset == "machine" else "soft reset")
+                  + f" ({len(argv)} mpremote arguments; dry run, nothing written)")
+            return 0
+        push(args.port, board, staged, args.timeout)
+    print(f"huddle: flashed {board.name} on {args.port}; board "
+          + ("reset" if board.reset == "machine" else "soft-reset"))
+    return 0

@@ -1,23 +1,36 @@
-"""`huddle retry APP [COMMIT]`: clear a ban, so the commit may be deployed again.
+"""Requests to the agent running on a state dir: `huddle reload` and `huddle retry`.
 
-With an agent running on the state dir, the request is a file its app takes at its next
-poll (the agent owns state.json); with none, state.json is edited directly.
+`reload` signals the agent (SIGHUP), found through the lock it holds on the state dir.
+`retry` lifts bans: with an agent running, as a request file its app takes at its next poll
+(the agent owns state.json, huddle/requests.py); with none, by editing state.json directly.
 """
 from __future__ import annotations
 
 import argparse
 
-from huddle.commands.common import add_state_dir, state_dir
+from huddle.commands.common import state_dir
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("app", metavar="APP", help="the app (its config file's name)")
-    parser.add_argument("commits", nargs="*", metavar="COMMIT",
-                        help="commit ids or prefixes to clear (default: every ban)")
-    add_state_dir(parser)
+def reload(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from huddle.errors import HuddleError
+    from huddle.state import AgentLock
+
+    directory = state_dir(args)
+    pid = AgentLock.holder_pid(directory)
+    if pid is None:
+        raise HuddleError(f"no huddle agent is running on {directory}")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise HuddleError(f"cannot signal the agent (pid {pid}): {exc.strerror}") from exc
+    print(f"huddle: asked the agent (pid {pid}) to reload its configs")
+    return 0
 
 
-def main(args: argparse.Namespace) -> int:
+def retry(args: argparse.Namespace) -> int:
     import re
 
     from huddle.errors import HuddleError
