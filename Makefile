@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The real service the tests use: Mosquitto (Debian package; the binary is in /usr/sbin).
+# The real services and tools the tests use: Mosquitto (Debian package; the binary is in
+# /usr/sbin), ssh-keygen and gpg (signed commits). Each is installed only when missing.
 services:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
+	command -v gpg >/dev/null 2>&1 || missing="$$missing gnupg"; \
+	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 demo: setup
