@@ -1,10 +1,11 @@
-# make demo: set up and run the embedded demo.  make test: set up everything the tests need, run them.
+# make demo: set up and run the embedded demo.  make test: set up everything the tests need,
+# check lint, format and types (make lint), then run the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup services bench clean
+.PHONY: demo test lint setup services bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +30,14 @@ services:
 demo: setup
 	$(BIN)/huddle demo
 
-test: setup services
+# ruff and mypy read their settings from pyproject.toml (mypy checks huddle/ only: micro/ is
+# MicroPython and has no annotations to check).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint services
 	$(BIN)/python -m pytest -q tests
 
 # The benchmarks' own peer, ansible-core (ansible-pull), lives in a venv of its own: it is not

@@ -9,6 +9,7 @@ sequential operations in one asyncio loop after a warm-up and reports CPU per op
 bare `asyncio.open_connection` + close to the same server. Prints the machine and a markdown
 table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,11 @@ async def measure(operation, runs: int) -> tuple[float, float, float]:
     cpu0, rus0, wall0 = time.process_time(), rusage_s(), time.perf_counter()
     for _ in range(runs):
         await operation()
-    return ((time.process_time() - cpu0) / runs, (rusage_s() - rus0) / runs,
-            (time.perf_counter() - wall0) / runs)
+    return (
+        (time.process_time() - cpu0) / runs,
+        (rusage_s() - rus0) / runs,
+        (time.perf_counter() - wall0) / runs,
+    )
 
 
 async def bench(http_port: int, echo_port: int, runs: int) -> list:
@@ -88,12 +92,15 @@ async def bench(http_port: int, echo_port: int, runs: int) -> list:
         async def operation():
             result = await check(cfg)
             assert result.ok, result
+
         return operation
 
-    cases = [("bare open_connection + close (baseline)", bare_connect),
-             ("http check", checking(http_cfg)),
-             ("http check with expect (body read)", checking(http_expect_cfg)),
-             ("socket check (send ping, expect pong)", checking(socket_cfg))]
+    cases = [
+        ("bare open_connection + close (baseline)", bare_connect),
+        ("http check", checking(http_cfg)),
+        ("http check with expect (body read)", checking(http_expect_cfg)),
+        ("socket check (send ping, expect pong)", checking(socket_cfg)),
+    ]
     return [(name, await measure(operation, runs)) for name, operation in cases]
 
 
@@ -108,15 +115,19 @@ def main() -> int:
     finally:
         server.kill()
         server.wait()
-    print(f"machine: {platform.platform()}; CPU: {cpu_model()}; "
-          f"Python {platform.python_version()} ({platform.python_implementation()}); "
-          f"N = {runs} per case\n")
+    print(
+        f"machine: {platform.platform()}; CPU: {cpu_model()}; "
+        f"Python {platform.python_version()} ({platform.python_implementation()}); "
+        f"N = {runs} per case\n"
+    )
     base_cpu, base_rus = rows[0][1][0], rows[0][1][1]
     print("| case | process_time µs/op | rusage µs/op | wall µs/op | CPU × baseline |")
     print("|---|---:|---:|---:|---:|")
     for name, (cpu, rus, wall) in rows:
-        print(f"| {name} | {cpu * 1e6:.0f} | {rus * 1e6:.0f} | {wall * 1e6:.0f} "
-              f"| {cpu / base_cpu:.2f} (rusage {rus / base_rus:.2f}) |")
+        print(
+            f"| {name} | {cpu * 1e6:.0f} | {rus * 1e6:.0f} | {wall * 1e6:.0f} "
+            f"| {cpu / base_cpu:.2f} (rusage {rus / base_rus:.2f}) |"
+        )
     return 0
 
 

@@ -17,6 +17,7 @@ S seconds, in the same process one after the other:
 The logs directory is sampled every 50 ms (peak total and peak single file, against the cap:
 10 MB per file, 4 files). Prints the machine and a markdown table; JSON to bench/out/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,24 +97,26 @@ def percentile(values: list, p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] if values else 0.0
 
 
-async def phase(name: str, root: Path, seconds: float, flood: list | None,
-                direct_file: bool = False) -> dict:
+async def phase(
+    name: str, root: Path, seconds: float, flood: list | None, direct_file: bool = False
+) -> dict:
     logs = root / name.replace(" ", "-").replace(",", "") / "logs"
     logs.mkdir(parents=True)
     loop = asyncio.get_running_loop()
     port = common.free_port()
     env = child_environment({})
-    idle = await AppProcess.start([PY, "-c", IDLE_APP, str(port)], cwd=root, env=env,
-                                  log_path=logs / "idle.log")
+    idle = await AppProcess.start(
+        [PY, "-c", IDLE_APP, str(port)], cwd=root, env=env, log_path=logs / "idle.log"
+    )
     flooder = None
     flood_fd = None
     through = [0]
     flood_log = logs / "flood.log"
     if flood is not None and direct_file:
         flood_fd = os.open(flood_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        flooder = await asyncio.create_subprocess_exec(*flood, stdout=flood_fd,
-                                                       stdin=asyncio.subprocess.DEVNULL,
-                                                       start_new_session=True)
+        flooder = await asyncio.create_subprocess_exec(
+            *flood, stdout=flood_fd, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+        )
         os.close(flood_fd)
     elif flood is not None:
         target = AppLog.for_path(flood_log)
@@ -122,6 +125,7 @@ async def phase(name: str, root: Path, seconds: float, flood: list | None,
         def counting(data: bytes) -> None:
             through[0] += len(data)
             real_write(data)
+
         target.write = counting  # type: ignore[method-assign]
         flooder = await AppProcess.start(flood, cwd=root, env=env, log_path=flood_log)
 
@@ -180,14 +184,19 @@ async def phase(name: str, root: Path, seconds: float, flood: list | None,
     on_disk = sum(dir_sizes(logs))
     if direct_file:
         through[0] = on_disk  # lower bound: what the rotation did not overwrite
-    return {"phase": name, "ticks": len(lateness),
-            "lag_p50_ms": percentile(lateness, 0.50) * 1e3,
-            "lag_p99_ms": percentile(lateness, 0.99) * 1e3,
-            "lag_max_ms": max(lateness) * 1e3,
-            "peak_logs_mb": peak_total / 1e6, "peak_file_mb": peak_file / 1e6,
-            "logged_mb_per_s": through[0] / 1e6 / seconds,
-            "rotation_max_ms": max(rotations) * 1e3 if rotations else None,
-            "health_ok": checks[1], "health_checks": checks[0]}
+    return {
+        "phase": name,
+        "ticks": len(lateness),
+        "lag_p50_ms": percentile(lateness, 0.50) * 1e3,
+        "lag_p99_ms": percentile(lateness, 0.99) * 1e3,
+        "lag_max_ms": max(lateness) * 1e3,
+        "peak_logs_mb": peak_total / 1e6,
+        "peak_file_mb": peak_file / 1e6,
+        "logged_mb_per_s": through[0] / 1e6 / seconds,
+        "rotation_max_ms": max(rotations) * 1e3 if rotations else None,
+        "health_ok": checks[1],
+        "health_checks": checks[0],
+    }
 
 
 async def run_all(seconds: float) -> list:
@@ -198,8 +207,13 @@ async def run_all(seconds: float) -> list:
             await phase("flood 100 MB/s", root, seconds, [PY, "-c", PY_FLOOD, "100"]),
             await phase("flood, unbounded", root, seconds, [PY, "-c", PY_FLOOD, "0"]),
             await phase("flood, yes", root, seconds, ["yes", "flood line"]),
-            await phase("previous huddle, 100 MB/s", root, seconds,
-                        [PY, "-c", PY_FLOOD, "100"], direct_file=True),
+            await phase(
+                "previous huddle, 100 MB/s",
+                root,
+                seconds,
+                [PY, "-c", PY_FLOOD, "100"],
+                direct_file=True,
+            ),
         ]
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -207,17 +221,23 @@ async def run_all(seconds: float) -> list:
 
 def table(results: list) -> str:
     base = results[0]
-    lines = ["| phase | lag p50 / p99 / max, ms | max lag / baseline's | peak logs dir, MB "
-             "(cap 4 x 10.5) | peak file, MB (cap 10.5) | logged, MB/s | health ok |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| phase | lag p50 / p99 / max, ms | max lag / baseline's | peak logs dir, MB "
+        "(cap 4 x 10.5) | peak file, MB (cap 10.5) | logged, MB/s | health ok |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        note = (f" (copy-truncate up to {r['rotation_max_ms']:.0f} ms)"
-                if r["rotation_max_ms"] is not None else "")
+        note = (
+            f" (copy-truncate up to {r['rotation_max_ms']:.0f} ms)"
+            if r["rotation_max_ms"] is not None
+            else ""
+        )
         lines.append(
             f"| {r['phase']}{note} | {r['lag_p50_ms']:.2f} / {r['lag_p99_ms']:.2f} / "
             f"{r['lag_max_ms']:.2f} | {r['lag_max_ms'] / base['lag_max_ms']:.1f} | "
             f"{r['peak_logs_mb']:.1f} | {r['peak_file_mb']:.1f} | "
-            f"{r['logged_mb_per_s']:.0f} | {r['health_ok']}/{r['health_checks']} |")
+            f"{r['logged_mb_per_s']:.0f} | {r['health_ok']}/{r['health_checks']} |"
+        )
     return "\n".join(lines)
 
 
@@ -228,9 +248,17 @@ def main() -> int:
     info = common.machine()
     print(common.machine_line(info))
     results = asyncio.run(run_all(args.seconds))
-    common.publish_results("logflood.json", {"machine": info, "seconds": args.seconds,
-                                             "cap_bytes": CAP, "files": FILES,
-                                             "results": results}, table(results))
+    common.publish_results(
+        "logflood.json",
+        {
+            "machine": info,
+            "seconds": args.seconds,
+            "cap_bytes": CAP,
+            "files": FILES,
+            "results": results,
+        },
+        table(results),
+    )
     return 0
 
 

@@ -23,6 +23,7 @@ Per peer and repetition:
    the app excluded), sampled every 20 ms through 2 and 3; and the root process's own RSS.
 Repetitions alternate peers; medians. Ratios are huddle / peer. Writes bench/out/peers.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
 from bench.bench_agent import push_latencies  # noqa: E402
 from bench.bench_pollfloor import agent_per_poll  # noqa: E402
-from bench.common import (Agent, AnsiblePeer, NaivePeer, Origin, TreePeak,  # noqa: E402
-                          clone_origin, loadavg, server_command, skip_app, write_config)
+from bench.common import (  # noqa: E402
+    Agent,
+    AnsiblePeer,
+    NaivePeer,
+    Origin,
+    TreePeak,
+    clone_origin,
+    loadavg,
+    server_command,
+    skip_app,
+    write_config,
+)
 
 PEERS = ("huddle", "naive", "ansible-pull")
 
@@ -60,19 +71,27 @@ def timed_children(run) -> tuple:
 
 # -- 1. one no-change poll -----------------------------------------------------------------
 
+
 def poll_huddle(origin: Origin, work: Path, window_s: float) -> dict:
     r = agent_per_poll(origin.url, False, work, window_s)
-    return {"cpu_ms": r["own_ms"] + r["git_ms"], "own_ms": r["own_ms"], "wall_ms": r["wall_ms"],
-            "n": r["polls"]}
+    return {
+        "cpu_ms": r["own_ms"] + r["git_ms"],
+        "own_ms": r["own_ms"],
+        "wall_ms": r["wall_ms"],
+        "n": r["polls"],
+    }
 
 
 def poll_naive(origin: Origin, work: Path, calls: int = 20) -> dict:
     tree = clone_origin(origin, work / "naive-poll")
-    script = (f"cd {tree} && for i in $(seq {calls}); do git fetch -q origin {origin.branch} "
-              f"&& git reset -q --hard origin/{origin.branch} && git rev-parse HEAD >/dev/null "
-              f"|| exit 1; done")
-    cpu, wall = timed_children(lambda: subprocess.run(["bash", "-c", script], check=True,
-                                                      env=common.GIT_ENV, timeout=300))
+    script = (
+        f"cd {tree} && for i in $(seq {calls}); do git fetch -q origin {origin.branch} "
+        f"&& git reset -q --hard origin/{origin.branch} && git rev-parse HEAD >/dev/null "
+        f"|| exit 1; done"
+    )
+    cpu, wall = timed_children(
+        lambda: subprocess.run(["bash", "-c", script], check=True, env=common.GIT_ENV, timeout=300)
+    )
     return {"cpu_ms": cpu / calls * 1e3, "wall_ms": wall / calls * 1e3, "n": calls}
 
 
@@ -82,18 +101,25 @@ def poll_ansible(peer: AnsiblePeer, runs: int = 3) -> dict:
     with TreePeak(os.getpid(), skip=lambda pid: pid == os.getpid()) as peak:
         for _ in range(runs):
             result = []
-            cpu, wall = timed_children(lambda: result.append(peer.pull_once()))
+            cpu, wall = timed_children(lambda result=result: result.append(peer.pull_once()))
             if result[0].returncode != 0 or "has not changed" not in result[0].stdout:
-                raise RuntimeError(f"ansible-pull no-change run failed: {result[0].stdout[-2000:]}"
-                                   f"{result[0].stderr[-2000:]}")
+                raise RuntimeError(
+                    f"ansible-pull no-change run failed: {result[0].stdout[-2000:]}"
+                    f"{result[0].stderr[-2000:]}"
+                )
             cpus.append(cpu)
             walls.append(wall)
     # the sampled tree is this process's children: ansible-pull and what it forks
-    return {"cpu_ms": statistics.median(cpus) * 1e3, "wall_ms": statistics.median(walls) * 1e3,
-            "n": runs, "peak_rss_kb": max(0, peak.peak_kb - (common.rss_kb(os.getpid()) or 0))}
+    return {
+        "cpu_ms": statistics.median(cpus) * 1e3,
+        "wall_ms": statistics.median(walls) * 1e3,
+        "n": runs,
+        "peak_rss_kb": max(0, peak.peak_kb - (common.rss_kb(os.getpid()) or 0)),
+    }
 
 
 # -- 2-4. running at 1 s: idle CPU, push-to-serving, peak RSS --------------------------------
+
 
 def running(pid: int, origin: Origin, port: int, idle_s: float, pushes: int, tag: str) -> dict:
     common.wait_until(lambda: common.http_get(port, 0.3), 120, 0.05, f"{tag} serving")
@@ -103,9 +129,14 @@ def running(pid: int, origin: Origin, port: int, idle_s: float, pushes: int, tag
         own = common.Window(pid).run(idle_s, step_s=0.5)
         idle_cpu = tree_cpu_s(pid) - tree_cpu0
         latencies = push_latencies(origin, port, pushes, tag)
-    return {"idle_cpu_pct": idle_cpu / own["seconds"] * 100, "idle_s": own["seconds"],
-            "root_rss_kb": own["rss_kb_median"], "peak_rss_kb": peak.peak_kb,
-            "rss_samples": peak.samples, "latencies": latencies}
+    return {
+        "idle_cpu_pct": idle_cpu / own["seconds"] * 100,
+        "idle_s": own["seconds"],
+        "root_rss_kb": own["rss_kb_median"],
+        "peak_rss_kb": peak.peak_kb,
+        "rss_samples": peak.samples,
+        "latencies": latencies,
+    }
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -123,8 +154,15 @@ def tree_cpu_s(pid: int) -> float:
 
 def run_huddle(origin: Origin, work: Path, idle_s: float, pushes: int) -> dict:
     port = common.free_port()
-    write_config(work / "configs", "web", url=origin.url, local_path=work / "web",
-                 start=server_command(port), minimum_s=1, maximum_s=1)
+    write_config(
+        work / "configs",
+        "web",
+        url=origin.url,
+        local_path=work / "web",
+        start=server_command(port),
+        minimum_s=1,
+        maximum_s=1,
+    )
     agent = Agent(work / "configs", work / "state", work / "agent.log")
     try:
         return running(agent.pid, origin, port, idle_s, pushes, "huddle")
@@ -143,12 +181,11 @@ def run_naive(origin: Origin, work: Path, idle_s: float, pushes: int) -> dict:
         peer.stop()
 
 
-def run_ansible(ansible_pull: str, origin: Origin, work: Path, idle_s: float,
-                pushes: int) -> dict:
+def run_ansible(ansible_pull: str, origin: Origin, work: Path, idle_s: float, pushes: int) -> dict:
     port = common.free_port()
     peer = AnsiblePeer(ansible_pull, origin.url, origin.branch, server_command(port), work)
     try:
-        first = peer.pull_once()    # clones and starts the app (the playbook runs)
+        first = peer.pull_once()  # clones and starts the app (the playbook runs)
         if first.returncode != 0:
             raise RuntimeError(f"ansible-pull failed: {first.stdout[-3000:]}{first.stderr[-2000:]}")
         poll = poll_ansible(peer)
@@ -162,6 +199,7 @@ def run_ansible(ansible_pull: str, origin: Origin, work: Path, idle_s: float,
 
 # -- report --------------------------------------------------------------------------------
 
+
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -173,24 +211,29 @@ def metrics(data: dict, peer: str) -> dict:
         return {}
     lat = [x for r in reps for x in r["latencies"]]
     s = common.summary(lat)
-    return {"poll_cpu_ms": med(r["poll"]["cpu_ms"] for r in reps),
-            "poll_wall_ms": med(r["poll"]["wall_ms"] for r in reps),
-            "idle_cpu_pct": med(r["idle_cpu_pct"] for r in reps),
-            "latency_median_s": s["median"], "latency_p90_s": s["p90"],
-            "latency_max_s": s["max"],
-            "peak_rss_mb": med(max(r["peak_rss_kb"], r["poll"].get("peak_rss_kb", 0))
-                               for r in reps) / 1024,
-            "root_rss_mb": med(r["root_rss_kb"] for r in reps) / 1024}
+    return {
+        "poll_cpu_ms": med(r["poll"]["cpu_ms"] for r in reps),
+        "poll_wall_ms": med(r["poll"]["wall_ms"] for r in reps),
+        "idle_cpu_pct": med(r["idle_cpu_pct"] for r in reps),
+        "latency_median_s": s["median"],
+        "latency_p90_s": s["p90"],
+        "latency_max_s": s["max"],
+        "peak_rss_mb": med(max(r["peak_rss_kb"], r["poll"].get("peak_rss_kb", 0)) for r in reps)
+        / 1024,
+        "root_rss_mb": med(r["root_rss_kb"] for r in reps) / 1024,
+    }
 
 
-ROWS = [("one no-change poll: CPU ms (caller + children)", "poll_cpu_ms", "{:.1f}"),
-        ("one no-change poll: wall ms", "poll_wall_ms", "{:.1f}"),
-        ("idle at 1 s polls: CPU % of one core (tree)", "idle_cpu_pct", "{:.2f}"),
-        ("push to serving at 1 s polls: median s", "latency_median_s", "{:.2f}"),
-        ("push to serving: p90 s", "latency_p90_s", "{:.2f}"),
-        ("push to serving: max s", "latency_max_s", "{:.2f}"),
-        ("peak RSS, MB (process tree, app excluded)", "peak_rss_mb", "{:.1f}"),
-        ("RSS of the agent / loop process alone, MB", "root_rss_mb", "{:.1f}")]
+ROWS = [
+    ("one no-change poll: CPU ms (caller + children)", "poll_cpu_ms", "{:.1f}"),
+    ("one no-change poll: wall ms", "poll_wall_ms", "{:.1f}"),
+    ("idle at 1 s polls: CPU % of one core (tree)", "idle_cpu_pct", "{:.2f}"),
+    ("push to serving at 1 s polls: median s", "latency_median_s", "{:.2f}"),
+    ("push to serving: p90 s", "latency_p90_s", "{:.2f}"),
+    ("push to serving: max s", "latency_max_s", "{:.2f}"),
+    ("peak RSS, MB (process tree, app excluded)", "peak_rss_mb", "{:.1f}"),
+    ("RSS of the agent / loop process alone, MB", "root_rss_mb", "{:.1f}"),
+]
 
 
 def ratio(a: float, b: float) -> str:
@@ -205,20 +248,34 @@ def report(data: dict) -> str:
     peers = [peer for peer in PEERS if data["runs"].get(peer)]
     m = {peer: metrics(data, peer) for peer in peers}
     others = [peer for peer in peers if peer != "huddle"]
-    head = "| measure | " + " | ".join(peers) + " | " + " | ".join(
-        f"huddle / {o}" for o in others) + " |"
-    lines = [common.machine_line(data["machine"]), f"load average at end {data['load_end']}",
-             "", f"### Peers side by side: one app, same repo (file://), poll every 1 s; "
-                 f"medians of {p['reps']} runs, {p['pushes']} pushes per run", "", head,
-             "|---|" + "---:|" * (len(peers) + len(others))]
+    head = (
+        "| measure | "
+        + " | ".join(peers)
+        + " | "
+        + " | ".join(f"huddle / {o}" for o in others)
+        + " |"
+    )
+    lines = [
+        common.machine_line(data["machine"]),
+        f"load average at end {data['load_end']}",
+        "",
+        f"### Peers side by side: one app, same repo (file://), poll every 1 s; "
+        f"medians of {p['reps']} runs, {p['pushes']} pushes per run",
+        "",
+        head,
+        "|---|" + "---:|" * (len(peers) + len(others)),
+    ]
     for label, key, spec in ROWS:
         cells = [spec.format(m[peer][key]) for peer in peers]
         ratios = [ratio(m["huddle"][key], m[o][key]) for o in others]
         lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     if data.get("skipped"):
         lines += ["", f"skipped: {data['skipped']}"]
-    lines += ["", "no-change polls measured per run: " + "; ".join(
-        f"{peer} {data['runs'][peer][0]['poll']['n']}" for peer in peers)]
+    lines += [
+        "",
+        "no-change polls measured per run: "
+        + "; ".join(f"{peer} {data['runs'][peer][0]['poll']['n']}" for peer in peers),
+    ]
     return "\n".join(lines)
 
 
@@ -226,10 +283,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--pushes", type=int, default=5, help="pushes per run (default 5)")
-    parser.add_argument("--idle", type=float, default=10.0,
-                        help="idle window at 1 s polls, seconds (default 10)")
-    parser.add_argument("--poll-window", type=float, default=10.0,
-                        help="huddle's per-poll CPU window, seconds (default 10)")
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="idle window at 1 s polls, seconds (default 10)"
+    )
+    parser.add_argument(
+        "--poll-window",
+        type=float,
+        default=10.0,
+        help="huddle's per-poll CPU window, seconds (default 10)",
+    )
     parser.add_argument("--no-ansible", action="store_true", help="leave ansible-pull out")
     args = parser.parse_args()
     info = common.machine()
@@ -237,12 +299,15 @@ def main() -> int:
     ansible_pull = None if args.no_ansible else common.find_ansible_pull()
     data = {"machine": info, "params": vars(args), "runs": {}, "skipped": None}
     if ansible_pull:
-        version = subprocess.run([ansible_pull, "--version"], capture_output=True, text=True,
-                                 timeout=60).stdout.splitlines()
+        version = subprocess.run(
+            [ansible_pull, "--version"], capture_output=True, text=True, timeout=60
+        ).stdout.splitlines()
         info["ansible"] = version[0] if version else "unknown"
     elif not args.no_ansible:
-        data["skipped"] = ("ansible-pull not found (run `make bench`, which installs "
-                           "ansible-core into .venv-bench, or set $ANSIBLE_PULL)")
+        data["skipped"] = (
+            "ansible-pull not found (run `make bench`, which installs "
+            "ansible-core into .venv-bench, or set $ANSIBLE_PULL)"
+        )
         print(data["skipped"], file=sys.stderr)
     root = common.temp_root("huddle-bench-peers-")
     try:
@@ -253,8 +318,11 @@ def main() -> int:
             for peer in PEERS:
                 if peer == "ansible-pull" and not ansible_pull:
                     continue
-                print(f"{peer} run {rep + 1}/{args.reps} (load {loadavg()})", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"{peer} run {rep + 1}/{args.reps} (load {loadavg()})",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 work = root / f"{peer}-{rep}"
                 if peer == "huddle":
                     result = run_huddle(origin, work, args.idle, args.pushes)

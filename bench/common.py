@@ -9,6 +9,7 @@ benchmark can push a new version, a crashing one or one that answers 500. The na
 `naive_peer.sh` beside this file: the `git fetch && git reset --hard` shell loop people write.
 Everything lives under one temporary directory per run; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -24,15 +25,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out"
 NAIVE_PEER = BENCH_DIR / "naive_peer.sh"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PYTHON = sys.executable     # the venv python: apps and agent share it (see NOTES-testing)
+PYTHON = sys.executable  # the venv python: apps and agent share it (see NOTES-testing)
 
 # -- the machine ------------------------------------------------------------------------------
 
@@ -82,15 +83,17 @@ def huddle_version() -> str:
 
 
 def machine_line(info: dict) -> str:
-    return (f"machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, "
-            f"Python {info['python']}, {info['git']}; {info['date']}; "
-            f"load average at start {info['loadavg']}; huddle {info.get('huddle', '?')}")
+    return (
+        f"machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, "
+        f"Python {info['python']}, {info['git']}; {info['date']}; "
+        f"load average at start {info['loadavg']}; huddle {info.get('huddle', '?')}"
+    )
 
 
 # -- /proc sampling ---------------------------------------------------------------------------
 
 
-def rss_kb(pid: int) -> Optional[int]:
+def rss_kb(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -100,7 +103,7 @@ def rss_kb(pid: int) -> Optional[int]:
     return None
 
 
-def hwm_kb(pid: int) -> Optional[int]:
+def hwm_kb(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -113,7 +116,7 @@ def hwm_kb(pid: int) -> Optional[int]:
 def cpu_s(pid: int) -> tuple:
     """(own utime+stime, reaped children's cutime+cstime) in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    rest = stat[stat.rfind(")") + 2:].split()   # fields from 3 on; comm may hold spaces
+    rest = stat[stat.rfind(")") + 2 :].split()  # fields from 3 on; comm may hold spaces
     utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
     return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
 
@@ -125,9 +128,13 @@ class Window:
         self.pid = pid
         self.rss: list = []
 
-    def run(self, duration_s: float, step_s: float = 0.5,
-            at_start: Callable[[], None] = lambda: None,
-            at_end: Callable[[], None] = lambda: None) -> dict:
+    def run(
+        self,
+        duration_s: float,
+        step_s: float = 0.5,
+        at_start: Callable[[], None] = lambda: None,
+        at_end: Callable[[], None] = lambda: None,
+    ) -> dict:
         at_start()
         own0, kids0 = cpu_s(self.pid)
         t0 = time.monotonic()
@@ -144,10 +151,15 @@ class Window:
         own1, kids1 = cpu_s(self.pid)
         elapsed = time.monotonic() - t0
         at_end()
-        return {"seconds": elapsed, "rss_kb_median": statistics.median(self.rss),
-                "rss_kb_max": max(self.rss), "rss_kb_hwm": hwm_kb(self.pid),
-                "cpu_own_s": own1 - own0, "cpu_children_s": kids1 - kids0,
-                "samples": len(self.rss)}
+        return {
+            "seconds": elapsed,
+            "rss_kb_median": statistics.median(self.rss),
+            "rss_kb_max": max(self.rss),
+            "rss_kb_hwm": hwm_kb(self.pid),
+            "cpu_own_s": own1 - own0,
+            "cpu_children_s": kids1 - kids0,
+            "samples": len(self.rss),
+        }
 
 
 # -- small utilities --------------------------------------------------------------------------
@@ -159,8 +171,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float, step_s: float = 0.02,
-               what: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float, step_s: float = 0.02, what: str = "condition"
+) -> object:
     end = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -171,7 +184,7 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, step_s: float 
         time.sleep(step_s)
 
 
-def http_get(port: int, timeout_s: float = 0.5) -> Optional[tuple]:
+def http_get(port: int, timeout_s: float = 0.5) -> tuple | None:
     """(status, body) of GET / on 127.0.0.1:port, or None when nothing answers."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     try:
@@ -195,9 +208,14 @@ def summary(values: list) -> dict:
     values = sorted(values)
     if not values:
         return {"n": 0}
-    p90 = values[max(0, math.ceil(0.9 * len(values)) - 1)]     # nearest rank
-    return {"n": len(values), "median": statistics.median(values), "p90": p90,
-            "min": values[0], "max": values[-1]}
+    p90 = values[max(0, math.ceil(0.9 * len(values)) - 1)]  # nearest rank
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "p90": p90,
+        "min": values[0],
+        "max": values[-1],
+    }
 
 
 def temp_root(prefix: str) -> Path:
@@ -219,7 +237,7 @@ def publish_results(name: str, data: dict, table: str) -> None:
     print(f"\n(JSON: {os.path.relpath(path)})")
 
 
-def terminate(proc: "subprocess.Popen", timeout_s: float) -> None:
+def terminate(proc: subprocess.Popen, timeout_s: float) -> None:
     """SIGTERM, wait up to timeout_s, then SIGKILL: how every process a benchmark started
     is stopped."""
     if proc.poll() is None:
@@ -259,14 +277,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
 
-GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@localhost",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@localhost",
-               GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+GIT_ENV = dict(
+    os.environ,
+    GIT_AUTHOR_NAME="bench",
+    GIT_AUTHOR_EMAIL="bench@localhost",
+    GIT_COMMITTER_NAME="bench",
+    GIT_COMMITTER_EMAIL="bench@localhost",
+    GIT_TERMINAL_PROMPT="0",
+    LC_ALL="C",
+)
 
 
 def git(*args, cwd: Path) -> str:
-    result = subprocess.run(["git", *args], cwd=str(cwd), env=GIT_ENV, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        ["git", *args], cwd=str(cwd), env=GIT_ENV, capture_output=True, text=True, timeout=60
+    )
     if result.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
     return result.stdout.strip()
@@ -280,13 +305,13 @@ class Origin:
         self.bare = root / f"{name}.git"
         self.work = root / f"{name}-work"
         self.url = self.bare.as_uri()
-        self.pushed_at = 0.0    # time.monotonic() right after the last push returned
+        self.pushed_at = 0.0  # time.monotonic() right after the last push returned
         git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(self.bare), cwd=root)
         git("init", "--quiet", f"--initial-branch={branch}", str(self.work), cwd=root)
         git("remote", "add", "origin", self.url, cwd=self.work)
         self.commit(message="v0", mode="ok", server=SERVER_PY)
 
-    def commit(self, message: str, mode: str = "ok", server: Optional[str] = None) -> str:
+    def commit(self, message: str, mode: str = "ok", server: str | None = None) -> str:
         """Commit message.txt/mode.txt (and server.py), push; returns the new commit."""
         if server is not None:
             (self.work / "server.py").write_text(server)
@@ -337,13 +362,22 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def write_config(config_dir: Path, name: str, *, url: str, local_path: Path, start: str,
-                 minimum_s: float, maximum_s: float, health: Optional[dict] = None,
-                 branch: str = "main") -> Path:
+def write_config(
+    config_dir: Path,
+    name: str,
+    *,
+    url: str,
+    local_path: Path,
+    start: str,
+    minimum_s: float,
+    maximum_s: float,
+    health: dict | None = None,
+    branch: str = "main",
+) -> Path:
     config = {
         "repository": {"remote path": url, "local path": str(local_path), "branch": branch},
         "timing": {"minimum": minimum_s, "maximum": maximum_s},
-        "application": {"start": start},       # defaults otherwise (stop timeout 10 s)
+        "application": {"start": start},  # defaults otherwise (stop timeout 10 s)
     }
     if health:
         config["health"] = health
@@ -356,26 +390,44 @@ def write_config(config_dir: Path, name: str, *, url: str, local_path: Path, sta
 class Agent:
     """`huddle run CONFIG_DIR --state-dir STATE` as a child process (counting wrapper)."""
 
-    def __init__(self, config_dir: Path, state_dir: Path, log_path: Path,
-                 extra_env: Optional[dict] = None) -> None:
+    def __init__(
+        self, config_dir: Path, state_dir: Path, log_path: Path, extra_env: dict | None = None
+    ) -> None:
         self.state_dir = state_dir
         self.count_file = state_dir.parent / f"{state_dir.name}.counts.json"
         self.log = open(log_path, "ab")
         env = dict(os.environ, BENCH_COUNT_FILE=str(self.count_file), **(extra_env or {}))
         env.pop("HUDDLE_MQTT", None)
         self.proc = subprocess.Popen(
-            [PYTHON, "-c", COUNTING_AGENT, "run", str(config_dir), "--state-dir",
-             str(state_dir), "--log-level", "info"],
-            cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-            stderr=self.log)
+            [
+                PYTHON,
+                "-c",
+                COUNTING_AGENT,
+                "run",
+                str(config_dir),
+                "--state-dir",
+                str(state_dir),
+                "--log-level",
+                "info",
+            ],
+            cwd=str(REPO_ROOT),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+        )
         self.pid = self.proc.pid
 
     def counts(self) -> dict:
         """Git subcommand counts so far (asks the agent with SIGUSR1)."""
         before = self.count_file.stat().st_mtime_ns if self.count_file.exists() else 0
         os.kill(self.pid, signal.SIGUSR1)
-        wait_until(lambda: self.count_file.exists()
-                   and self.count_file.stat().st_mtime_ns != before, 5, 0.005, "agent counts")
+        wait_until(
+            lambda: self.count_file.exists() and self.count_file.stat().st_mtime_ns != before,
+            5,
+            0.005,
+            "agent counts",
+        )
         return json.loads(self.count_file.read_text())
 
     def state(self) -> dict:
@@ -395,12 +447,19 @@ class NaivePeer:
         self.count_file = work / "naive.count"
         self.ready_file = work / "naive.ready"
         self.log = open(work / "naive.log", "ab")
-        argv = ["bash", str(NAIVE_PEER), str(minimum_s), str(maximum_s), str(self.count_file),
-                str(self.ready_file)]
+        argv = [
+            "bash",
+            str(NAIVE_PEER),
+            str(minimum_s),
+            str(maximum_s),
+            str(self.count_file),
+            str(self.ready_file),
+        ]
         for directory, branch, start in apps:
             argv += [str(directory), branch, start]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, env=GIT_ENV)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=GIT_ENV
+        )
         self.pid = self.proc.pid
 
     def wait_ready(self, timeout_s: float = 60) -> None:
@@ -409,8 +468,12 @@ class NaivePeer:
     def polls(self) -> int:
         before = self.count_file.stat().st_mtime_ns if self.count_file.exists() else 0
         os.kill(self.pid, signal.SIGUSR1)
-        wait_until(lambda: self.count_file.exists()
-                   and self.count_file.stat().st_mtime_ns != before, 30, 0.005, "peer count")
+        wait_until(
+            lambda: self.count_file.exists() and self.count_file.stat().st_mtime_ns != before,
+            30,
+            0.005,
+            "peer count",
+        )
         return int(self.count_file.read_text().split()[0])
 
     def stop(self, timeout_s: float = 30) -> int:
@@ -421,8 +484,9 @@ class NaivePeer:
 
 def baseline_python_rss_kb() -> int:
     """RSS of this venv's python doing nothing (the floor any Python agent starts from)."""
-    proc = subprocess.Popen([PYTHON, "-c", "import time; print(flush=True); time.sleep(30)"],
-                            stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [PYTHON, "-c", "import time; print(flush=True); time.sleep(30)"], stdout=subprocess.PIPE
+    )
     try:
         proc.stdout.readline()
         time.sleep(0.2)
@@ -450,6 +514,7 @@ def kill_tagged_leftovers(root: Path) -> None:
 
 # -- process trees (peers that fork: ansible-pull, git helpers) -------------------------------
 
+
 def children_map() -> dict:
     """ppid -> [pid] for every live process (one /proc scan)."""
     kids: dict = {}
@@ -460,15 +525,16 @@ def children_map() -> dict:
             stat = Path(f"/proc/{entry.name}/stat").read_text()
         except OSError:
             continue  # exited during the scan
-        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
         kids.setdefault(ppid, []).append(int(entry.name))
     return kids
 
 
 def cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""  # gone
 
@@ -496,9 +562,11 @@ class TreePeak:
     few ms) are caught only when a sample lands on them: for forking peers whose children live
     for seconds (ansible-pull) the sum is what matters."""
 
-    def __init__(self, root_pid: int, skip: Callable[[int], bool] = lambda pid: False,
-                 step_s: float = 0.02) -> None:
+    def __init__(
+        self, root_pid: int, skip: Callable[[int], bool] = lambda pid: False, step_s: float = 0.02
+    ) -> None:
         import threading
+
         self.root_pid, self.skip, self.step_s = root_pid, skip, step_s
         self.peak_kb = 0
         self.samples = 0
@@ -512,7 +580,7 @@ class TreePeak:
             self.samples += 1
             self._stop.wait(self.step_s)
 
-    def __enter__(self) -> "TreePeak":
+    def __enter__(self) -> TreePeak:
         self._thread.start()
         return self
 
@@ -550,11 +618,15 @@ class GitServers:
     def __init__(self, base: Path) -> None:
         sys.path.insert(0, str(REPO_ROOT))
         from tests.gitutil import GitDaemon
+
         self.base = Path(base)
         self.daemon = GitDaemon(self.base).start()
-        self.http = subprocess.Popen([PYTHON, "-c", SMART_HTTP_SERVER, str(self.base),
-                                      str(REPO_ROOT)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.http = subprocess.Popen(
+            [PYTHON, "-c", SMART_HTTP_SERVER, str(self.base), str(REPO_ROOT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.http_port = int(self.http.stdout.readline())
 
     def url(self, kind: str, name: str) -> str:
@@ -566,9 +638,11 @@ class GitServers:
             return f"http://127.0.0.1:{self.http_port}/{name}"
         raise ValueError(kind)
 
-    def server_pid(self, kind: str) -> Optional[int]:
-        return {"git": self.daemon.proc.pid if self.daemon.proc else None,
-                "http": self.http.pid}.get(kind)
+    def server_pid(self, kind: str) -> int | None:
+        return {
+            "git": self.daemon.proc.pid if self.daemon.proc else None,
+            "http": self.http.pid,
+        }.get(kind)
 
     def stop(self) -> None:
         self.daemon.stop()
@@ -622,12 +696,15 @@ done
 """
 
 
-def find_ansible_pull() -> Optional[str]:
+def find_ansible_pull() -> str | None:
     """ansible-pull of the bench's own venv (made by `make bench`), else $ANSIBLE_PULL or PATH."""
     import shutil
-    for candidate in (os.environ.get("ANSIBLE_PULL"),
-                      str(REPO_ROOT / ".venv-bench" / "bin" / "ansible-pull"),
-                      shutil.which("ansible-pull")):
+
+    for candidate in (
+        os.environ.get("ANSIBLE_PULL"),
+        str(REPO_ROOT / ".venv-bench" / "bin" / "ansible-pull"),
+        shutil.which("ansible-pull"),
+    ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -638,8 +715,15 @@ class AnsiblePeer:
     with `interval_s` between runs; the playbook (outside the repo) restarts the app from the
     checkout. Inventory: localhost with ansible_connection=local and the bench venv's python."""
 
-    def __init__(self, ansible_pull: str, url: str, branch: str, start: str, work: Path,
-                 interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        ansible_pull: str,
+        url: str,
+        branch: str,
+        start: str,
+        work: Path,
+        interval_s: float = 1.0,
+    ) -> None:
         self.ansible_pull = ansible_pull
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
@@ -649,35 +733,65 @@ class AnsiblePeer:
         self.rounds.mkdir(exist_ok=True)
         self.inventory = work / "inventory"
         python = Path(ansible_pull).parent / "python"
-        self.inventory.write_text(f"localhost ansible_connection=local "
-                                  f"ansible_python_interpreter={python}\n")
+        self.inventory.write_text(
+            f"localhost ansible_connection=local ansible_python_interpreter={python}\n"
+        )
         self.playbook = work / "restart.yml"
-        self.playbook.write_text(ANSIBLE_PLAYBOOK.format(
-            pidfile=self.pidfile, start=start, log=work / "app.log", checkout=self.checkout))
-        self.env = dict(GIT_ENV, ANSIBLE_HOME=str(work / "ansible-home"),
-                        ANSIBLE_LOCAL_TEMP=str(work / "ansible-tmp"), ANSIBLE_NOCOLOR="1",
-                        ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
-                        LC_ALL="C.UTF-8", ANSIBLE_PULL=ansible_pull, URL=url, BRANCH=branch,
-                        CHECKOUT=str(self.checkout), INVENTORY=str(self.inventory),
-                        PLAYBOOK=str(self.playbook), LOG=str(work / "ansible.log"),
-                        ROUNDS=str(self.rounds), PIDFILE=str(self.pidfile),
-                        INTERVAL=f"{interval_s:g}")
-        self.proc: Optional[subprocess.Popen] = None
+        self.playbook.write_text(
+            ANSIBLE_PLAYBOOK.format(
+                pidfile=self.pidfile, start=start, log=work / "app.log", checkout=self.checkout
+            )
+        )
+        self.env = dict(
+            GIT_ENV,
+            ANSIBLE_HOME=str(work / "ansible-home"),
+            ANSIBLE_LOCAL_TEMP=str(work / "ansible-tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_LOCALHOST_WARNING="False",
+            ANSIBLE_RETRY_FILES_ENABLED="False",
+            LC_ALL="C.UTF-8",
+            ANSIBLE_PULL=ansible_pull,
+            URL=url,
+            BRANCH=branch,
+            CHECKOUT=str(self.checkout),
+            INVENTORY=str(self.inventory),
+            PLAYBOOK=str(self.playbook),
+            LOG=str(work / "ansible.log"),
+            ROUNDS=str(self.rounds),
+            PIDFILE=str(self.pidfile),
+            INTERVAL=f"{interval_s:g}",
+        )
+        self.proc: subprocess.Popen | None = None
 
     def pull_argv(self) -> list:
-        return [self.ansible_pull, "-U", self.env["URL"], "-C", self.env["BRANCH"], "-d",
-                str(self.checkout), "-i", str(self.inventory), "--only-if-changed",
-                str(self.playbook)]
+        return [
+            self.ansible_pull,
+            "-U",
+            self.env["URL"],
+            "-C",
+            self.env["BRANCH"],
+            "-d",
+            str(self.checkout),
+            "-i",
+            str(self.inventory),
+            "--only-if-changed",
+            str(self.playbook),
+        ]
 
     def pull_once(self) -> subprocess.CompletedProcess:
         """One ansible-pull run in the foreground (the loop must not be running)."""
-        return subprocess.run(self.pull_argv(), env=self.env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            self.pull_argv(), env=self.env, capture_output=True, text=True, timeout=300
+        )
 
-    def start(self) -> "AnsiblePeer":
-        self.proc = subprocess.Popen(["bash", "-c", ANSIBLE_LOOP], env=self.env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+    def start(self) -> AnsiblePeer:
+        self.proc = subprocess.Popen(
+            ["bash", "-c", ANSIBLE_LOOP],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.pid = self.proc.pid
         return self
 

@@ -11,6 +11,7 @@ reported and the others still run; the exit status is non-zero if any failed. Ea
 writes its own JSON to bench/out/; this one adds bench/out/run.json (what ran, how long, the
 machine).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,17 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-ORDER = ["bench_health", "bench_logflood", "bench_micro_heap", "bench_pollfloor", "bench_peers",
-         "bench_recovery", "bench_footprint", "bench_agent", "bench_fleet"]
+ORDER = [
+    "bench_health",
+    "bench_logflood",
+    "bench_micro_heap",
+    "bench_pollfloor",
+    "bench_peers",
+    "bench_recovery",
+    "bench_footprint",
+    "bench_agent",
+    "bench_fleet",
+]
 
 
 def scripts() -> list:
@@ -36,10 +46,12 @@ def names(given: list) -> set:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="run only these (e.g. bench_agent or agent)")
-    parser.add_argument("--skip", nargs="+", metavar="NAME", default=[],
-                        help="leave these out (e.g. fleet)")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these (e.g. bench_agent or agent)"
+    )
+    parser.add_argument(
+        "--skip", nargs="+", metavar="NAME", default=[], help="leave these out (e.g. fleet)"
+    )
     args = parser.parse_args()
     selected = scripts()
     known = {p.stem for p in selected}
@@ -61,10 +73,14 @@ def main() -> int:
         print(f"| {name} | {'ok' if code == 0 else f'FAILED (exit {code})'} | {seconds:.0f} |")
     sys.path.insert(0, str(BENCH_DIR.parent))
     from bench import common
-    path = common.write_json("run.json", {
-        "machine": common.machine(),
-        "benchmarks": [{"name": n, "exit": c, "seconds": round(s, 1)}
-                       for n, c, s in results]})
+
+    path = common.write_json(
+        "run.json",
+        {
+            "machine": common.machine(),
+            "benchmarks": [{"name": n, "exit": c, "seconds": round(s, 1)} for n, c, s in results],
+        },
+    )
     print(f"\n(JSON: {path.relative_to(BENCH_DIR.parent)}, and one file per benchmark beside it)")
     return 0 if all(code == 0 for _, code, _ in results) else 1
 

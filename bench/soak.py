@@ -35,6 +35,7 @@ up to --settle seconds (default 400: the poll backoff caps at 300 s) for the inv
 
 Prints a markdown report, writes bench/out/soak.json; exits 1 if any invariant fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
 from bench.common import PYTHON, REPO_ROOT, Origin, http_get, loadavg, read_state  # noqa: E402
-from bench.fleetlib import (CountingGitDaemon, alive, interrupt_on_signals,  # noqa: E402
-                            kill_tagged, tagged_processes)
+from bench.fleetlib import (  # noqa: E402
+    CountingGitDaemon,
+    alive,
+    interrupt_on_signals,
+    kill_tagged,
+    tagged_processes,
+)
 from huddle.agent import app_tag  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
 
 HEALTH = {"type": "http", "interval": 1, "timeout": 1, "retries": 2, "grace": 1}
 TRIAL_S = 1 + 2 * 1
-APP_FAULT_DEADLINE_S = 200.0   # restart backoff caps at 60 s; plus an agent's downtime
-GIT_DEADLINE_S = 420.0         # poll backoff caps at 300 s
-WEIGHTS = {"push good": 30, "push crash": 8, "push 500": 8, "kill app": 16, "hang app": 10,
-           "git down": 4, "broker down": 4, "kill agent": 3}
-STATE_KEYS = {"commit", "good", "bad", "pid", "restarts", "healthy", "last_error",
-              "deployed_at"}
+APP_FAULT_DEADLINE_S = 200.0  # restart backoff caps at 60 s; plus an agent's downtime
+GIT_DEADLINE_S = 420.0  # poll backoff caps at 300 s
+WEIGHTS = {
+    "push good": 30,
+    "push crash": 8,
+    "push 500": 8,
+    "kill app": 16,
+    "hang app": 10,
+    "git down": 4,
+    "broker down": 4,
+    "kill agent": 3,
+}
+STATE_KEYS = {"commit", "good", "bad", "pid", "restarts", "healthy", "last_error", "deployed_at"}
 
 
 class SoakAgent:
@@ -89,11 +102,29 @@ class SoakAgent:
             site = sysconfig.get_paths()["purelib"]
             env["PYTHONPATH"] = os.pathsep.join([str(self.root / "snapshot"), site])
             self.proc = subprocess.Popen(
-                [PYTHON, "-S", "-m", "huddle", "run", str(self.configs), "--state-dir",
-                 str(self.state_dir), "--mqtt", self.mqtt_url, "--device-id", "soak",
-                 "--log-level", "info"], cwd=str(self.root), env=env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    PYTHON,
+                    "-S",
+                    "-m",
+                    "huddle",
+                    "run",
+                    str(self.configs),
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--mqtt",
+                    self.mqtt_url,
+                    "--device-id",
+                    "soak",
+                    "--log-level",
+                    "info",
+                ],
+                cwd=str(self.root),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def running(self) -> bool:
@@ -115,6 +146,7 @@ class StatusWatcher:
 
     def __init__(self, port: int) -> None:
         import paho.mqtt.client as mqtt
+
         self.messages: list = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-watch")
         self.client.reconnect_delay_set(1, 2)
@@ -127,8 +159,9 @@ class StatusWatcher:
         try:
             self.messages.append((time.time(), json.loads(msg.payload)))
         except ValueError:
-            self.messages.append((time.time(), {"unparsable": msg.payload[:200].decode(
-                errors="replace")}))
+            self.messages.append(
+                (time.time(), {"unparsable": msg.payload[:200].decode(errors="replace")})
+            )
 
     def since(self, t: float) -> list:
         return [m for at, m in list(self.messages) if at >= t]
@@ -141,6 +174,7 @@ class StatusWatcher:
 def retained_status(port: int, timeout_s: float = 10) -> dict:
     """The retained status as a fresh subscriber gets it ({} if none arrives)."""
     import paho.mqtt.client as mqtt
+
     got: list = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-final")
     client.on_connect = lambda c, u, f, rc, p: c.subscribe("huddle/soak/status", 1)
@@ -169,19 +203,21 @@ class Soak:
         self.watcher = None
         self.origins: dict = {}
         self.ports: dict = {}
-        self.keep: dict = {}           # untracked file -> content
-        self.expected: dict = {}       # app -> newest good commit pushed
-        self.messages: dict = {}       # commit -> the body it serves
+        self.keep: dict = {}  # untracked file -> content
+        self.expected: dict = {}  # app -> newest good commit pushed
+        self.messages: dict = {}  # commit -> the body it serves
         self.good_pushed: dict = {n: set() for n in self.names}
         self.bad_pushed: dict = {n: set() for n in self.names}
         self.last_push: dict = {}
-        self.hung: set = set()         # pids we SIGSTOPped
-        self.pending: list = []        # open fault checks
-        self.restores: list = []       # (time, what)
-        self.counts = {k: {"injected": 0, "survived": 0, "superseded": 0, "failed": 0,
-                           "skipped": 0} for k in WEIGHTS}
-        self.failures: list = []       # fault checks that failed, with their evidence
-        self.duplicates: list = []     # moments with two live processes of one app
+        self.hung: set = set()  # pids we SIGSTOPped
+        self.pending: list = []  # open fault checks
+        self.restores: list = []  # (time, what)
+        self.counts = {
+            k: {"injected": 0, "survived": 0, "superseded": 0, "failed": 0, "skipped": 0}
+            for k in WEIGHTS
+        }
+        self.failures: list = []  # fault checks that failed, with their evidence
+        self.duplicates: list = []  # moments with two live processes of one app
         self.agent_kills = 0
         self.t_start = time.time()
 
@@ -189,8 +225,11 @@ class Soak:
     def setup(self) -> None:
         # the agent runs a copy of huddle/: colleagues may edit the tree during a long soak,
         # and a restarted agent must run the same code as the first one
-        shutil.copytree(REPO_ROOT / "huddle", self.root / "snapshot" / "huddle",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            REPO_ROOT / "huddle",
+            self.root / "snapshot" / "huddle",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         srv = self.root / "srv"
         srv.mkdir()
         configs = self.root / "configs"
@@ -202,18 +241,23 @@ class Soak:
             self.good_pushed[name].add(sha)
             self.messages[sha] = "v0"
             tree = self.root / "apps" / name
-            common.git("clone", "--quiet", "--branch", "main", origin.url, str(tree),
-                       cwd=self.root)
+            common.git("clone", "--quiet", "--branch", "main", origin.url, str(tree), cwd=self.root)
             for rel in ("keep.txt", "data/keep.txt"):
                 path = tree / rel
                 path.parent.mkdir(exist_ok=True)
                 path.write_text(f"{name} {rel} {self.rng.random()}\n")
                 self.keep[path] = path.read_text()
             self.ports[name] = common.free_port()
-            common.write_config(configs, name, url=f"git://127.0.0.1:{self.daemon.port}/"
-                                f"{name}.git", local_path=tree,
-                                start=common.server_command(self.ports[name]), minimum_s=1,
-                                maximum_s=3, health=dict(HEALTH, port=self.ports[name]))
+            common.write_config(
+                configs,
+                name,
+                url=f"git://127.0.0.1:{self.daemon.port}/{name}.git",
+                local_path=tree,
+                start=common.server_command(self.ports[name]),
+                minimum_s=1,
+                maximum_s=3,
+                health=dict(HEALTH, port=self.ports[name]),
+            )
             cfg = json.loads((configs / f"{name}.json").read_text())
             cfg["application"]["stop timeout"] = 2
             (configs / f"{name}.json").write_text(json.dumps(cfg, indent=2))
@@ -231,8 +275,12 @@ class Soak:
 
     def app_ok(self, name: str, s: dict) -> bool:
         a = s.get(name, {})
-        return (a.get("commit") == a.get("good") == self.expected[name] and a.get("running")
-                and a.get("healthy") is True and bool(a.get("pid")))
+        return (
+            a.get("commit") == a.get("good") == self.expected[name]
+            and a.get("running")
+            and a.get("healthy") is True
+            and bool(a.get("pid"))
+        )
 
     def all_settled(self) -> bool:
         s = self.state()
@@ -241,9 +289,14 @@ class Soak:
     def quiet(self, name: str, s: dict) -> bool:
         """Out of any trial: good, judged, healthy, deployed more than a trial ago."""
         a = s.get(name, {})
-        return (a.get("commit") == a.get("good") and a.get("running")
-                and a.get("healthy") is True and a.get("pid") and a.get("pid") not in self.hung
-                and time.time() - (a.get("deployed_at") or 0) > TRIAL_S + 2)
+        return (
+            a.get("commit") == a.get("good")
+            and a.get("running")
+            and a.get("healthy") is True
+            and a.get("pid")
+            and a.get("pid") not in self.hung
+            and time.time() - (a.get("deployed_at") or 0) > TRIAL_S + 2
+        )
 
     def one_process(self, name: str, s: dict, tagged: dict) -> bool:
         pids = tagged.get(self.tag_prefix + name, [])
@@ -252,9 +305,16 @@ class Soak:
     # -- faults ---------------------------------------------------------------------------
     def watch(self, kind: str, name, check, deadline_s: float, **info) -> None:
         self.counts[kind]["injected"] += 1
-        self.pending.append({"kind": kind, "app": name, "check": check,
-                             "deadline": time.time() + deadline_s,
-                             "at": round(time.time() - self.t_start, 1), **info})
+        self.pending.append(
+            {
+                "kind": kind,
+                "app": name,
+                "check": check,
+                "deadline": time.time() + deadline_s,
+                "at": round(time.time() - self.t_start, 1),
+                **info,
+            }
+        )
 
     def push(self, kind: str) -> None:
         mode = kind.split()[1]
@@ -262,8 +322,9 @@ class Soak:
         if mode == "good":
             name = self.rng.choice(self.names)
         else:  # on top of a good commit the agent has judged good, so the end state is clear
-            ready = [n for n in self.names if self.quiet(n, s)
-                     and s[n].get("good") == self.expected[n]]
+            ready = [
+                n for n in self.names if self.quiet(n, s) and s[n].get("good") == self.expected[n]
+            ]
             if not ready or not self.agent.running:
                 self.counts[kind]["skipped"] += 1
                 return
@@ -275,12 +336,15 @@ class Soak:
         if mode == "good":
             self.expected[name] = sha
             self.good_pushed[name].add(sha)
-            check = (lambda st, tg, n=name, c=sha: st.get(n, {}).get("good") == c
-                     and st[n].get("commit") == c)
+
+            def check(st, tg, n=name, c=sha):
+                return st.get(n, {}).get("good") == c and st[n].get("commit") == c
         else:
             self.bad_pushed[name].add(sha)
-            check = (lambda st, tg, n=name, c=sha: c in st.get(n, {}).get("bad", [])
-                     and self.app_ok(n, st))
+
+            def check(st, tg, n=name, c=sha):
+                return c in st.get(n, {}).get("bad", []) and self.app_ok(n, st)
+
         self.watch(kind, name, check, APP_FAULT_DEADLINE_S, commit=sha[:12])
 
     def supersede(self, name: str) -> None:
@@ -306,8 +370,15 @@ class Soak:
         else:
             os.kill(pid, signal.SIGSTOP)
             self.hung.add(pid)
-        check = (lambda st, tg, n=name, old=pid: st.get(n, {}).get("pid") not in (None, old)
-                 and st[n].get("running") and st[n].get("healthy") is True and not alive(old))
+
+        def check(st, tg, n=name, old=pid):
+            return (
+                st.get(n, {}).get("pid") not in (None, old)
+                and st[n].get("running")
+                and st[n].get("healthy") is True
+                and not alive(old)
+            )
+
         self.watch(kind, name, check, APP_FAULT_DEADLINE_S, pid=pid)
 
     def git_down(self) -> None:
@@ -317,12 +388,14 @@ class Soak:
         self.daemon.stop()
         down_s = self.rng.uniform(5, 45)
         self.restores.append((time.time() + down_s, "git"))
-        self.watch("git down", None, self.polling_again, GIT_DEADLINE_S + down_s,
-                   down_s=round(down_s, 1))
+        self.watch(
+            "git down", None, self.polling_again, GIT_DEADLINE_S + down_s, down_s=round(down_s, 1)
+        )
 
     def polling_again(self, s: dict, tagged: dict) -> bool:
         return self.daemon.running and not any(
-            "retrying in" in (s.get(n, {}).get("last_error") or "") for n in self.names)
+            "retrying in" in (s.get(n, {}).get("last_error") or "") for n in self.names
+        )
 
     def broker_down(self) -> None:
         if self.broker.proc is None or any(p["kind"] == "broker down" for p in self.pending):
@@ -332,10 +405,16 @@ class Soak:
         down_s = self.rng.uniform(5, 60)
         back_at = time.time() + down_s
         self.restores.append((back_at, "broker"))
-        self.watch("broker down", None,
-                   lambda st, tg, t=back_at: self.broker.proc is not None and any(
-                       m.get("state") == "online" for m in self.watcher.since(t)),
-                   down_s + 120, down_s=round(down_s, 1))
+        self.watch(
+            "broker down",
+            None,
+            lambda st, tg, t=back_at: (
+                self.broker.proc is not None
+                and any(m.get("state") == "online" for m in self.watcher.since(t))
+            ),
+            down_s + 120,
+            down_s=round(down_s, 1),
+        )
 
     def kill_agent(self) -> None:
         if self.agent_kills >= self.args.agent_kills or not self.agent.running:
@@ -355,8 +434,10 @@ class Soak:
                 if a.get("running") and a.get("healthy") is True and self.one_process(n, st, tg):
                     left.discard(n)
             return not left
-        self.watch("kill agent", None, all_once, APP_FAULT_DEADLINE_S + down_s,
-                   down_s=round(down_s, 1))
+
+        self.watch(
+            "kill agent", None, all_once, APP_FAULT_DEADLINE_S + down_s, down_s=round(down_s, 1)
+        )
 
     def restore_due(self, force: bool = False) -> None:
         now = time.time()
@@ -395,8 +476,9 @@ class Soak:
         s, tagged = self.state(), tagged_processes(self.tag_prefix)
         for tag, pids in tagged.items():
             if len(pids) > 1:
-                self.duplicates.append({"t": round(time.time() - self.t_start, 1), "tag": tag,
-                                        "pids": pids})
+                self.duplicates.append(
+                    {"t": round(time.time() - self.t_start, 1), "tag": tag, "pids": pids}
+                )
         self.evaluate(s, tagged)
 
     # -- the run --------------------------------------------------------------------------
@@ -426,9 +508,12 @@ class Soak:
             if time.time() - last_note > 60:
                 last_note = time.time()
                 done = {k: v["injected"] for k, v in self.counts.items()}
-                print(f"{(time.time() - self.t_start) / 60:.1f} min: injected {done}; "
-                      f"open {len(self.pending)}; load {loadavg()}", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"{(time.time() - self.t_start) / 60:.1f} min: injected {done}; "
+                    f"open {len(self.pending)}; load {loadavg()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             time.sleep(0.5)
 
     def settle(self) -> float:
@@ -460,22 +545,31 @@ class Soak:
             got = http_get(self.ports[n], 2)
             want = self.messages[self.expected[n]]
             if not self.app_ok(n, s) or got != (200, want):
-                wrong[n] = {"want": self.expected[n][:12], "commit": (a.get("commit") or "")[:12],
-                            "good": (a.get("good") or "")[:12], "healthy": a.get("healthy"),
-                            "running": a.get("running"), "http": got,
-                            "state": a.get("state"),
-                            "last_error": a.get("last_error")}
+                wrong[n] = {
+                    "want": self.expected[n][:12],
+                    "commit": (a.get("commit") or "")[:12],
+                    "good": (a.get("good") or "")[:12],
+                    "healthy": a.get("healthy"),
+                    "running": a.get("running"),
+                    "http": got,
+                    "state": a.get("state"),
+                    "last_error": a.get("last_error"),
+                }
         out["1 newest good commit, healthy, serving"] = (not wrong, wrong)
         tagged = tagged_processes(self.tag_prefix)
-        extra = {t: p for t, p in tagged.items()
-                 if t.split(":", 1)[1] not in self.names or len(p) != 1}
-        off = {n: {"tagged": tagged.get(self.tag_prefix + n), "state": s.get(n, {}).get(
-            "pid")} for n in self.names if not self.one_process(n, s, tagged)}
-        out["2 exactly one process per app"] = (not extra and not off,
-                                                {"extra": extra, "mismatch": off,
-                                                 "duplicate sightings": self.duplicates})
-        lost = [str(p) for p, text in self.keep.items()
-                if not p.exists() or p.read_text() != text]
+        extra = {
+            t: p for t, p in tagged.items() if t.split(":", 1)[1] not in self.names or len(p) != 1
+        }
+        off = {
+            n: {"tagged": tagged.get(self.tag_prefix + n), "state": s.get(n, {}).get("pid")}
+            for n in self.names
+            if not self.one_process(n, s, tagged)
+        }
+        out["2 exactly one process per app"] = (
+            not extra and not off,
+            {"extra": extra, "mismatch": off, "duplicate sightings": self.duplicates},
+        )
+        lost = [str(p) for p, text in self.keep.items() if not p.exists() or p.read_text() != text]
         out["3 untracked files intact"] = (not lost, {"lost": lost, "files": len(self.keep)})
         problems = []
         try:
@@ -496,17 +590,22 @@ class Soak:
                     bad_lines.append(f"{path.name}: {line}")
         out["5 agent logs free of tracebacks"] = (not bad_lines, bad_lines[:20])
         status = retained_status(self.broker.port)
-        mqtt_wrong = {n: (status.get("apps", {}).get(n) or {}).get("commit")
-                      for n in self.names
-                      if (status.get("apps", {}).get(n) or {}).get("commit") != self.expected[n]}
+        mqtt_wrong = {
+            n: (status.get("apps", {}).get(n) or {}).get("commit")
+            for n in self.names
+            if (status.get("apps", {}).get(n) or {}).get("commit") != self.expected[n]
+        }
         out["6 retained MQTT status online and current"] = (
             status.get("state") == "online" and not mqtt_wrong,
-            {"state": status.get("state"), "wrong commits": mqtt_wrong})
+            {"state": status.get("state"), "wrong commits": mqtt_wrong},
+        )
         code = self.agent.stop()
         time.sleep(0.5)
         left = tagged_processes(self.tag_prefix)
-        out["7 SIGTERM: exit 0, no app left"] = (code == 0 and not left,
-                                                 {"exit": code, "left": left})
+        out["7 SIGTERM: exit 0, no app left"] = (
+            code == 0 and not left,
+            {"exit": code, "left": left},
+        )
         return out
 
     def cleanup(self) -> None:
@@ -528,16 +627,23 @@ class Soak:
 
 
 def report(data: dict) -> str:
-    lines = [common.machine_line(data["machine"]), f"load average at end {data['load_end']}",
-             "", f"{data['params']['apps']} apps, {data['params']['minutes']:g} min of faults "
-                 f"(seed {data['params']['seed']}), settled after {data['settle_s']:.0f} s; "
-                 f"agent started {data['agent_starts']} times; git server "
-                 f"{data['git_connections']} connections", "",
-             "| fault | injected | survived | superseded | failed | skipped (no target) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        common.machine_line(data["machine"]),
+        f"load average at end {data['load_end']}",
+        "",
+        f"{data['params']['apps']} apps, {data['params']['minutes']:g} min of faults "
+        f"(seed {data['params']['seed']}), settled after {data['settle_s']:.0f} s; "
+        f"agent started {data['agent_starts']} times; git server "
+        f"{data['git_connections']} connections",
+        "",
+        "| fault | injected | survived | superseded | failed | skipped (no target) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for kind, c in data["counts"].items():
-        lines.append(f"| {kind} | {c['injected']} | {c['survived']} | {c['superseded']} "
-                     f"| {c['failed']} | {c['skipped']} |")
+        lines.append(
+            f"| {kind} | {c['injected']} | {c['survived']} | {c['superseded']} "
+            f"| {c['failed']} | {c['skipped']} |"
+        )
     lines += ["", "| invariant | result |", "|---|---|"]
     for name, (ok, _) in data["invariants"].items():
         lines.append(f"| {name} | {'PASS' if ok else 'FAIL'} |")
@@ -555,10 +661,15 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=30, help="fault phase (default 30)")
     parser.add_argument("--apps", type=int, default=20, help="apps (default 20)")
     parser.add_argument("--seed", type=int, default=6, help="random seed (default 6)")
-    parser.add_argument("--settle", type=float, default=400,
-                        help="longest wait for convergence, seconds (default 400)")
-    parser.add_argument("--agent-kills", type=int, default=6,
-                        help="most agent SIGKILLs (default 6)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=400,
+        help="longest wait for convergence, seconds (default 400)",
+    )
+    parser.add_argument(
+        "--agent-kills", type=int, default=6, help="most agent SIGKILLs (default 6)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     info = common.machine()
@@ -582,8 +693,9 @@ def main(argv=None) -> int:
     path = common.write_json("soak.json", data)
     print()
     print(report(data))
-    print(f"\n(JSON: {os.path.relpath(path)}; root {soak.root}"
-          f"{' kept' if args.keep else ' removed'})")
+    print(
+        f"\n(JSON: {os.path.relpath(path)}; root {soak.root}{' kept' if args.keep else ' removed'})"
+    )
     return 0 if all(ok for ok, _ in data["invariants"].values()) else 1
 
 

@@ -1,4 +1,5 @@
 """`python -m huddle` is the `huddle` console script."""
+
 import sys
 
 from huddle.cli import main

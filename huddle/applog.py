@@ -22,6 +22,7 @@ A log that cannot be written (read-only or full state dir) never stops the app: 
 to the agent's stderr (never blocking: what would block is dropped and counted), the problem
 is reported once through `on_problem`, and the file is retried every RETRY_S.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,17 +32,17 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("huddle.applog")
 
-MAX_BYTES = 10 * 1024 * 1024   # per file; with KEEP rotated files an app's logs stay <= 40 MB
+MAX_BYTES = 10 * 1024 * 1024  # per file; with KEEP rotated files an app's logs stay <= 40 MB
 KEEP = 3
-CHUNK = 256 * 1024             # the most one turn of the loop reads from one app's pipe
-PIPE_SIZE = 1024 * 1024        # what an app can write while no agent reads (a restart)
-RETRY_S = 30.0                 # how often an unwritable log is tried again
-SHRINK_STEP = 1024 * 1024      # how much of a deleted log one loop turn frees (< 0.3 ms)
+CHUNK = 256 * 1024  # the most one turn of the loop reads from one app's pipe
+PIPE_SIZE = 1024 * 1024  # what an app can write while no agent reads (a restart)
+RETRY_S = 30.0  # how often an unwritable log is tried again
+SHRINK_STEP = 1024 * 1024  # how much of a deleted log one loop turn frees (< 0.3 ms)
 
 
 class AppLog:
@@ -63,7 +64,7 @@ class AppLog:
         self._line_start = True  # for the stderr fallback's per-line prefix
 
     @classmethod
-    def for_path(cls, path: Path) -> "AppLog":
+    def for_path(cls, path: Path) -> AppLog:
         path = Path(path)
         found = cls._by_path.get(path)
         if found is None:
@@ -131,8 +132,9 @@ class AppLog:
             if rotate_big:  # the first open: what a killed agent left half freed goes now
                 for stale in self.path.parent.glob(f"{self.path.name}.*.freeing-*"):
                     _shrink_soon(stale)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                              0o644)
+            self.fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
             self.size = os.fstat(self.fd).st_size
         except OSError as exc:
             self.close()
@@ -235,8 +237,9 @@ class _NonBlockingStderr:
             if stat.S_ISSOCK(os.fstat(2).st_mode):
                 self.sock = socket.socket(fileno=os.dup(2))
                 return
-            self.fd = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK
-                              | os.O_CLOEXEC)
+            self.fd = os.open(
+                "/proc/self/fd/2", os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+            )
         except OSError:
             self.fd = None  # no stderr to reopen (closed, or no /proc): output is dropped
 
@@ -282,11 +285,11 @@ def reopen_pipe(pids) -> int | None:
                 if name in ("0", "1", "2") or os.readlink(f"{fd_dir}/{name}") != out:
                     continue
                 with open(f"/proc/{pid}/fdinfo/{name}") as fh:
-                    flags = next(int(line.split()[1], 8) for line in fh
-                                 if line.startswith("flags:"))
+                    flags = next(
+                        int(line.split()[1], 8) for line in fh if line.startswith("flags:")
+                    )
                 if flags & os.O_ACCMODE == os.O_RDONLY:
-                    return os.open(f"{fd_dir}/{name}", os.O_RDONLY | os.O_NONBLOCK
-                                   | os.O_CLOEXEC)
+                    return os.open(f"{fd_dir}/{name}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except (OSError, StopIteration, ValueError):
             continue  # exited meanwhile, or not ours to read
     return None

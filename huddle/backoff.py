@@ -4,14 +4,14 @@ Every retry in huddle goes through one of these: the delay doubles per consecuti
 to a cap, and is jittered (uniformly between half and all of it) so a fleet that lost its git
 server at the same moment does not come back in lock-step. `reset()` on success.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Optional
 
 
 class Backoff:
-    def __init__(self, base_s: float, cap_s: float, rng: Optional[random.Random] = None) -> None:
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None) -> None:
         self.base_s = base_s
         self.cap_s = max(cap_s, base_s)
         self.failures = 0

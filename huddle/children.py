@@ -14,6 +14,7 @@ parent tree below the root (which also covers descendants that cleared their env
 while still attached). `terminate` stops such a set through pidfds, so a pid reused between
 the look and the signal is never hit.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,24 +24,31 @@ import os
 import secrets
 import signal
 import subprocess
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 log = logging.getLogger("huddle.children")
 
-RUN_VAR = "HUDDLE_RUN"          # one value per started app or hook: its process tree's marker
-PR_SET_CHILD_SUBREAPER = 36     # <linux/prctl.h>
+RUN_VAR = "HUDDLE_RUN"  # one value per started app or hook: its process tree's marker
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 _spawned: set = set()  # pids spawn started and has not reaped yet: not orphans to reap
-_reaping = False       # set by become_subreaper: only then are other children orphans
+_reaping = False  # set by become_subreaper: only then are other children orphans
 
 
 def new_run_id() -> str:
     return secrets.token_hex(8)
 
 
-def spawn(argv: Sequence[str], *, cwd: str | None, env: Mapping[str, str] | None,
-          stdout: int, stderr: int, run_id: str | None = None,
-          pass_fds: Sequence[int] = ()) -> subprocess.Popen:
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    stdout: int,
+    stderr: int,
+    run_id: str | None = None,
+    pass_fds: Sequence[int] = (),
+) -> subprocess.Popen:
     """Start argv in a new session; raises OSError when it cannot start.
 
     With run_id, the child's environment carries RUN_VAR=run_id so `members` finds its whole
@@ -48,14 +56,21 @@ def spawn(argv: Sequence[str], *, cwd: str | None, env: Mapping[str, str] | None
     if run_id is not None:
         env = {**(os.environ if env is None else env), RUN_VAR: run_id}
     # fork+exec is synchronous in asyncio too; Popen adds no wait of its own
-    proc = subprocess.Popen(list(argv), cwd=cwd, env=None if env is None else dict(env),
-                            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                            start_new_session=True, pass_fds=tuple(pass_fds))
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        pass_fds=tuple(pass_fds),
+    )
     _spawned.add(proc.pid)
     return proc
 
 
-def watch_exit(proc: subprocess.Popen) -> "asyncio.Future":
+def watch_exit(proc: subprocess.Popen) -> asyncio.Future:
     """A future of the loop resolved with proc's exit status once the child is reaped."""
     loop = asyncio.get_running_loop()
     exited: asyncio.Future = loop.create_future()
@@ -148,7 +163,7 @@ def process_table() -> dict:
         except OSError:
             continue  # exited while we looked
         # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-        rest = stat[stat.rfind(b")") + 2:].split()
+        rest = stat[stat.rfind(b")") + 2 :].split()
         if len(rest) > 19 and rest[0] != b"Z":
             table[int(entry.name)] = (int(rest[1]), int(rest[19]))
     return table
@@ -168,8 +183,7 @@ def members(run_id: str | None, roots: Mapping[int, int] | None = None) -> dict:
     and everything below them or below roots (pid -> start ticks, checked so a reused pid
     is not taken for a root) in the parent tree. The agent itself never counts."""
     table = process_table()
-    found = {pid for pid, ticks in (roots or {}).items()
-             if pid in table and table[pid][1] == ticks}
+    found = {pid for pid, ticks in (roots or {}).items() if pid in table and table[pid][1] == ticks}
     if run_id is not None:
         found |= {pid for pid in table if carries(pid, RUN_VAR, run_id)}
     children: dict = {}
@@ -193,7 +207,7 @@ def start_time(pid: int) -> int | None:
             stat = fh.read()
     except OSError:
         return None
-    rest = stat[stat.rfind(b")") + 2:].split()
+    rest = stat[stat.rfind(b")") + 2 :].split()
     try:
         return None if rest[0] == b"Z" else int(rest[19])
     except (IndexError, ValueError):
@@ -256,8 +270,9 @@ async def terminate(pids: Mapping[int, int], timeout_s: float) -> list:
             os.close(fd)
 
 
-async def clear_run(run_id: str | None, roots: Mapping[int, int] | None, timeout_s: float,
-                    rounds: int = 3) -> list:
+async def clear_run(
+    run_id: str | None, roots: Mapping[int, int] | None, timeout_s: float, rounds: int = 3
+) -> list:
     """Stop every remaining process of a run (see members); a few rounds catch what forks
     while being stopped. Returns the pids found (for the log)."""
     seen: list = []

@@ -14,6 +14,7 @@ user's `credential.helper=store` cannot write the token to disk.
 and MQTT), including a raw `@` inside a password, which makes git print part of the password
 as if it were the user name.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,16 +29,19 @@ from urllib.parse import quote, unquote
 # a raw '@' in a password (`https://u:p@ss@host/`) is still all hidden
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"<>?#]*@")
 _SPLIT = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://)([^/?#]*)(.*)$", re.S)
-USER_VAR = "GIT_HUDDLE_USERNAME"       # not HUDDLE_*: those are stripped from git's environment
+USER_VAR = "GIT_HUDDLE_USERNAME"  # not HUDDLE_*: those are stripped from git's environment
 PASSWORD_VAR = "GIT_HUDDLE_PASSWORD"
 # `get` prints the pair; `store`/`erase` do nothing (the secret lives in the config file)
-_HELPER = ('!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
-           f'"${USER_VAR}" "${PASSWORD_VAR}"; }}; f')
+_HELPER = (
+    '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
+    f'"${USER_VAR}" "${PASSWORD_VAR}"; }}; f'
+)
 
 
 @dataclass(frozen=True)
 class Credentials:
     """The user name and password (or token) taken out of a URL; `scope` is scheme://host."""
+
     scope: str
     username: str
     password: str
@@ -58,11 +62,17 @@ class Credentials:
             n = int(env.get("GIT_CONFIG_COUNT", "0"))
         except ValueError:
             n = 0  # git would refuse the malformed count anyway; ours must work
-        env.update({f"GIT_CONFIG_KEY_{n}": "credential.helper", f"GIT_CONFIG_VALUE_{n}": "",
-                    f"GIT_CONFIG_KEY_{n + 1}": f"credential.{self.scope}.helper",
-                    f"GIT_CONFIG_VALUE_{n + 1}": _HELPER,
-                    "GIT_CONFIG_COUNT": str(n + 2),
-                    USER_VAR: self.username, PASSWORD_VAR: self.password})
+        env.update(
+            {
+                f"GIT_CONFIG_KEY_{n}": "credential.helper",
+                f"GIT_CONFIG_VALUE_{n}": "",
+                f"GIT_CONFIG_KEY_{n + 1}": f"credential.{self.scope}.helper",
+                f"GIT_CONFIG_VALUE_{n + 1}": _HELPER,
+                "GIT_CONFIG_COUNT": str(n + 2),
+                USER_VAR: self.username,
+                PASSWORD_VAR: self.password,
+            }
+        )
 
 
 def split_credentials(url: str) -> tuple:

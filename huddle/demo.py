@@ -7,6 +7,7 @@ rolled back to the last good one. Every step is timed from the moment of the pus
 own events are narrated through a reporter, and everything lives in one temporary directory
 that is removed at the end, whatever happens.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 from huddle.agent import Agent
-from huddle.config import (AppConfig, ApplicationConfig, HealthConfig, RepositoryConfig,
-                           TimingConfig)
+from huddle.config import AppConfig, ApplicationConfig, HealthConfig, RepositoryConfig, TimingConfig
 from huddle.errors import HuddleError
 from huddle.runner import run_command
 from huddle.state import StateStore
@@ -53,9 +52,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "huddle demo", "GIT_AUTHOR_EMAIL": "demo@huddle.invalid",
-           "GIT_COMMITTER_NAME": "huddle demo", "GIT_COMMITTER_EMAIL": "demo@huddle.invalid",
-           "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "huddle demo",
+    "GIT_AUTHOR_EMAIL": "demo@huddle.invalid",
+    "GIT_COMMITTER_NAME": "huddle demo",
+    "GIT_COMMITTER_EMAIL": "demo@huddle.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+    "PATH": "/usr/bin:/bin",
+}
 STEP_TIMEOUT_S = 60.0
 
 
@@ -80,7 +85,7 @@ class Narrator:
     def changed(self) -> None:
         return None
 
-    def event(self, app: str, event: str, commit: Optional[str], detail: str) -> None:
+    def event(self, app: str, event: str, commit: str | None, detail: str) -> None:
         self.say(f"agent: {event}: {detail}")
 
     async def close(self) -> None:
@@ -93,7 +98,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def fetch(port: int) -> Optional[str]:
+async def fetch(port: int) -> str | None:
     """GET / on the app, as a user's browser would; None unless it answers 200."""
     writer = None
     try:
@@ -117,12 +122,13 @@ class Demo:
         self.origin = root / "origin.git"
         self.work = root / "work"
         self.port = free_port()
-        self.agent_task: Optional[asyncio.Future] = None
+        self.agent_task: asyncio.Future | None = None
         self.env = dict(GIT_ENV, PATH=__import__("os").environ.get("PATH", GIT_ENV["PATH"]))
 
-    async def git(self, *args: str, cwd: Optional[Path] = None) -> str:
-        result = await run_command(["git", *args], cwd=str(cwd or self.work), env=self.env,
-                                   timeout_s=30)
+    async def git(self, *args: str, cwd: Path | None = None) -> str:
+        result = await run_command(
+            ["git", *args], cwd=str(cwd or self.work), env=self.env, timeout_s=30
+        )
         return result.stdout.strip()
 
     async def commit(self, version: str, message: str) -> str:
@@ -140,14 +146,25 @@ class Demo:
 
     def config(self) -> AppConfig:
         return AppConfig(
-            name="web", source=self.root / "web.json",
-            repository=RepositoryConfig(local_path=self.root / "deploy" / "web",
-                                        remote_path=str(self.origin), branch="main"),
+            name="web",
+            source=self.root / "web.json",
+            repository=RepositoryConfig(
+                local_path=self.root / "deploy" / "web", remote_path=str(self.origin), branch="main"
+            ),
             timing=TimingConfig(1.0, 2.0),
-            application=ApplicationConfig(start=(sys.executable, "app.py", str(self.port)),
-                                          stop_timeout_s=2.0),
-            health=HealthConfig(type="http", port=self.port, path="/", interval_s=1.0,
-                                timeout_s=1.0, retries=2, grace_s=1.0))
+            application=ApplicationConfig(
+                start=(sys.executable, "app.py", str(self.port)), stop_timeout_s=2.0
+            ),
+            health=HealthConfig(
+                type="http",
+                port=self.port,
+                path="/",
+                interval_s=1.0,
+                timeout_s=1.0,
+                retries=2,
+                grace_s=1.0,
+            ),
+        )
 
     async def until(self, what: str, predicate) -> None:
         deadline = time.monotonic() + STEP_TIMEOUT_S
@@ -188,25 +205,41 @@ class Demo:
             second = await self.commit("v2", "v2: a new feature")
             n.say(f"pushed {second} (v2); nobody tells the device")
             await self.serving("hello from v2")
-            await self.until("v2 to be judged good",
-                             lambda: (agent.states["web"].good or "").startswith(second))
+            await self.until(
+                "v2 to be judged good", lambda: (agent.states["web"].good or "").startswith(second)
+            )
             n.say("v2 is live and good")
 
             n.act("Act 3: a broken commit is rolled back")
             broken = await self.commit("broken v3", "v3: oops, exits at start")
             n.say(f"pushed {broken}, which exits as soon as it starts")
-            await self.until("the rollback", lambda: any(
-                c.startswith(broken) for c in agent.states["web"].bad))
+            await self.until(
+                "the rollback", lambda: any(c.startswith(broken) for c in agent.states["web"].bad)
+            )
             await self.serving("hello from v2")
-            await self.until("v2 to pass its window again",
-                             lambda: agent.controllers["web"].trial is None
-                             and agent.states["web"].healthy is True)
+            await self.until(
+                "v2 to pass its window again",
+                lambda: (
+                    agent.controllers["web"].trial is None and agent.states["web"].healthy is True
+                ),
+            )
             state = agent.states["web"]
-            n.say(f"rolled back: serving v2 again; bad = {[c[:12] for c in state.bad]}; "
-                  f"{broken} will not be deployed again")
+            n.say(
+                f"rolled back: serving v2 again; bad = {[c[:12] for c in state.bad]}; "
+                f"{broken} will not be deployed again"
+            )
             n.act("The state file (huddle status --json) says")
-            print(json.dumps({"web": {k: getattr(state, k) for k in (
-                "commit", "good", "bad", "healthy", "restarts", "last_error")}}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "web": {
+                            k: getattr(state, k)
+                            for k in ("commit", "good", "bad", "healthy", "restarts", "last_error")
+                        }
+                    },
+                    indent=2,
+                )
+            )
         finally:
             agent.request_stop()
             await asyncio.wait_for(agent_task, 30)

@@ -4,10 +4,11 @@ Every error a user can cause or meet (a bad config, a failing git call, a dead b
 HuddleError; the CLI prints it as `huddle: message` and exits 1, never a traceback. Anything
 that is not a HuddleError is a bug in huddle and is allowed to crash loudly.
 """
+
 from __future__ import annotations
 
 import shlex
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class HuddleError(Exception):
@@ -35,8 +36,9 @@ class ConfigErrors(HuddleError):
 class CommandError(HuddleError):
     """A child process (git, a hook) failed, timed out or could not start."""
 
-    def __init__(self, argv: Sequence[str], reason: str, stderr: str = "",
-                 returncode: int | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], reason: str, stderr: str = "", returncode: int | None = None
+    ) -> None:
         self.argv = list(argv)
         self.reason = reason
         self.stderr = stderr
@@ -61,10 +63,14 @@ class TreeConflictError(GitError, RefusedError):
 
     def __init__(self, argv: Sequence[str], paths: Sequence[str]) -> None:
         self.paths = sorted(paths)
-        shown = ", ".join(self.paths[:10]) + (f" and {len(self.paths) - 10} more"
-                                              if len(self.paths) > 10 else "")
-        super().__init__(argv, "refused: it would overwrite or remove untracked or ignored "
-                         f"paths: {shown} (move them away or add them to the commit)")
+        shown = ", ".join(self.paths[:10]) + (
+            f" and {len(self.paths) - 10} more" if len(self.paths) > 10 else ""
+        )
+        super().__init__(
+            argv,
+            "refused: it would overwrite or remove untracked or ignored "
+            f"paths: {shown} (move them away or add them to the commit)",
+        )
 
 
 class SignatureError(RefusedError):

@@ -12,6 +12,7 @@ are moved aside into `.git/huddle-corrupt/`, not deleted.
 It also holds the path arithmetic of the untracked-file check (`paths_in_the_way`): which
 paths on disk a checkout adding `new` paths would overwrite or remove.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,32 +21,40 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 log = logging.getLogger("huddle.git")
 
 _LOCK_MESSAGE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 # what git says when an object or the index it needs is damaged (not merely absent from a
 # commit: that is "incomplete", found by GitRepo.has_commit)
-_CORRUPT = re.compile(r"(?i)is corrupt|corrupt or missing|unable to unpack|inflate|"
-                      r"header for \S+ too long|object file \S+ is empty|hash mismatch|"
-                      r"sha1 mismatch|does not match index|bad packed object|"
-                      r"packfile \S+ cannot be accessed|index file (?:corrupt|smaller)|"
-                      r"bad signature 0x|bad index file|unable to read (?:tree )?[0-9a-f]{40}|"
-                      r"missing (?:blob|tree|commit)|bad tree object|bad object|"
-                      r"did not send all necessary objects|unable to read sha1 file")
-_INDEX_CORRUPT = re.compile(r"(?i)index file (?:corrupt|smaller)|bad signature 0x|"
-                            r"bad index file")
-_OBJECT_FILE = re.compile(r"(?:^|[\s(:])((?:\S*/)?objects/(?:[0-9a-f]{2}/[0-9a-f]{38,62}|"
-                          r"pack/pack-[0-9a-f]+\.(?:pack|idx)))")
+_CORRUPT = re.compile(
+    r"(?i)is corrupt|corrupt or missing|unable to unpack|inflate|"
+    r"header for \S+ too long|object file \S+ is empty|hash mismatch|"
+    r"sha1 mismatch|does not match index|bad packed object|"
+    r"packfile \S+ cannot be accessed|index file (?:corrupt|smaller)|"
+    r"bad signature 0x|bad index file|unable to read (?:tree )?[0-9a-f]{40}|"
+    r"missing (?:blob|tree|commit)|bad tree object|bad object|"
+    r"did not send all necessary objects|unable to read sha1 file"
+)
+_INDEX_CORRUPT = re.compile(
+    r"(?i)index file (?:corrupt|smaller)|bad signature 0x|"
+    r"bad index file"
+)
+_OBJECT_FILE = re.compile(
+    r"(?:^|[\s(:])((?:\S*/)?objects/(?:[0-9a-f]{2}/[0-9a-f]{38,62}|"
+    r"pack/pack-[0-9a-f]+\.(?:pack|idx)))"
+)
 _TEMP_NAMES = ("tmp_obj_", "tmp_pack_", "tmp_idx_", "tmp_rev_", "tmp_mtimes_", ".tmp-")
 
 
 # a pack damaged in transit (a flaky link) says "corrupt" too, but the clone is fine and a
 # full --refetch over that link would only make things worse: the next fetch retries it
-_IN_TRANSIT = re.compile(r"(?i)early EOF|RPC failed|remote end hung up|pack has bad object|"
-                         r"index-pack failed|unpack-objects failed|unexpected disconnect")
+_IN_TRANSIT = re.compile(
+    r"(?i)early EOF|RPC failed|remote end hung up|pack has bad object|"
+    r"index-pack failed|unpack-objects failed|unexpected disconnect"
+)
 
 
 def looks_corrupt(message: str) -> bool:
@@ -95,8 +104,11 @@ def remove_temp_objects(gitdir: Path, since: float) -> int:
     objects = gitdir / "objects"
     dirs = [objects, objects / "pack"]
     try:
-        dirs += [Path(e.path) for e in os.scandir(objects)
-                 if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+        dirs += [
+            Path(e.path)
+            for e in os.scandir(objects)
+            if len(e.name) == 2 and e.is_dir(follow_symlinks=False)
+        ]
     except OSError:
         return 0  # no object store at all: nothing to clean
     freed, removed = 0, 0
@@ -119,8 +131,12 @@ def remove_temp_objects(gitdir: Path, since: float) -> int:
             freed += info.st_size
             removed += 1
     if removed:
-        log.warning("removed %d temporary object file(s) (%d bytes) left by an interrupted "
-                    "git fetch in %s", removed, freed, gitdir)
+        log.warning(
+            "removed %d temporary object file(s) (%d bytes) left by an interrupted git fetch in %s",
+            removed,
+            freed,
+            gitdir,
+        )
     return freed
 
 
@@ -128,7 +144,7 @@ def corrupt_object_files(gitdir: Path, fsck_output: str) -> list:
     """Object and pack files named in fsck's (or any git) output, that exist."""
     found = []
     for rel in dict.fromkeys(m.group(1) for m in _OBJECT_FILE.finditer(fsck_output)):
-        tail = rel[rel.index("objects/"):]
+        tail = rel[rel.index("objects/") :]
         path = gitdir / tail
         if path.exists() and path not in found:
             found.append(path)

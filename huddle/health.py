@@ -20,6 +20,7 @@ seconds), the cache bounded, and each waiting check bounded by its own deadline.
 of checks on one name costs one lookup a minute, and a hung resolver costs one thread, not
 the loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,29 +29,31 @@ import re
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Awaitable, Callable
 from urllib.parse import quote
 
 from huddle.config import HealthConfig
 
-HEADER_CAP = 16 * 1024   # status line + headers (all interim 1xx blocks included)
-BODY_CAP = 64 * 1024     # body bytes searched for `expect`; also the socket reply cap
-CHUNK_LINE_CAP = 1024   # one chunk-size line (extensions included)
+HEADER_CAP = 16 * 1024  # status line + headers (all interim 1xx blocks included)
+BODY_CAP = 64 * 1024  # body bytes searched for `expect`; also the socket reply cap
+CHUNK_LINE_CAP = 1024  # one chunk-size line (extensions included)
 READ_SIZE = 4096
 USER_AGENT = "huddle-health"
+# A cached resolver answer: (expiry on the clock, the address or None, why it failed)
+_Answer = tuple[float, str | None, str]
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?")
-_LINGER_ZERO = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() sends a RST
-_PATH_SAFE = "/?&=%:@!$'()*+,;~-._"   # RFC 3986 pchar and query characters kept as they are
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
+_PATH_SAFE = "/?&=%:@!$'()*+,;~-._"  # RFC 3986 pchar and query characters kept as they are
 
 
 @dataclass(frozen=True)
 class HealthResult:
     ok: bool
-    detail: str        # short, for humans: "HTTP 200 in 3 ms", "connect refused", ...
+    detail: str  # short, for humans: "HTTP 200 in 3 ms", "connect refused", ...
     elapsed_s: float
 
 
@@ -66,9 +69,13 @@ class _Progress:
         self.writer: asyncio.StreamWriter | None = None
 
 
-async def check(cfg: HealthConfig, *, open_connection=asyncio.open_connection,
-                clock: Callable[[], float] = time.monotonic,
-                resolver: Resolver | None = None) -> HealthResult:
+async def check(
+    cfg: HealthConfig,
+    *,
+    open_connection=asyncio.open_connection,
+    clock: Callable[[], float] = time.monotonic,
+    resolver: Resolver | None = None,
+) -> HealthResult:
     """Run one check of `cfg` and say whether it passed; never raises for the peer's doing.
 
     `open_connection` is the socket seam, `clock` times `elapsed_s` (the deadline itself runs
@@ -83,7 +90,8 @@ async def check(cfg: HealthConfig, *, open_connection=asyncio.open_connection,
     try:
         detail = await asyncio.wait_for(
             _run(cfg, progress, open_connection, resolver or default_resolver, clock, started),
-            max(cfg.timeout_s, 0.0))
+            max(cfg.timeout_s, 0.0),
+        )
         ok = True
     except asyncio.TimeoutError:  # before OSError: on 3.11+ it is the builtin TimeoutError
         detail = f"timeout {progress.stage} after {_seconds(cfg.timeout_s)} s"
@@ -130,6 +138,7 @@ async def _run(cfg, progress, open_connection, resolver, clock, started) -> str:
 
 # -- socket ------------------------------------------------------------------------------
 
+
 async def _socket(cfg, progress, reader, writer, clock, started) -> str:
     if cfg.send:
         progress.stage = "sending"
@@ -142,8 +151,9 @@ async def _socket(cfg, progress, reader, writer, clock, started) -> str:
     while len(reply) < BODY_CAP:
         data = await reader.read(min(READ_SIZE, BODY_CAP - len(reply)))
         if not data:
-            raise _Failed(f"connection closed before {_show(cfg.expect)}"
-                          f" (got {_show(bytes(reply))})")
+            raise _Failed(
+                f"connection closed before {_show(cfg.expect)} (got {_show(bytes(reply))})"
+            )
         if _grew_to_contain(reply, data, cfg.expect):
             return f"reply matched in {_millis(clock() - started)} ms"
     raise _Failed(f"expected {_show(cfg.expect)} not in first {BODY_CAP // 1024} KiB of reply")
@@ -158,6 +168,7 @@ def _grew_to_contain(buffer: bytearray, data: bytes, needle: bytes) -> bool:
 
 # -- http --------------------------------------------------------------------------------
 
+
 def request_bytes(cfg: HealthConfig) -> bytes:
     """The GET request a check sends (exposed for tests and the benchmark)."""
     path = cfg.path.split("#", 1)[0] or "/"
@@ -167,11 +178,13 @@ def request_bytes(cfg: HealthConfig) -> bytes:
     host = f"[{host}]" if ":" in host else host
     if cfg.port != 80:
         host = f"{host}:{cfg.port}"
-    return (f"GET {quote(path, safe=_PATH_SAFE)} HTTP/1.1\r\n"
-            f"Host: {host}\r\n"
-            f"User-Agent: {USER_AGENT}\r\n"
-            "Accept: */*\r\n"
-            "Connection: close\r\n\r\n").encode("ascii", "replace")
+    return (
+        f"GET {quote(path, safe=_PATH_SAFE)} HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        f"User-Agent: {USER_AGENT}\r\n"
+        "Accept: */*\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii", "replace")
 
 
 async def _http(cfg, progress, reader, writer, clock, started) -> str:
@@ -180,7 +193,7 @@ async def _http(cfg, progress, reader, writer, clock, started) -> str:
     await writer.drain()
     stream = _Stream(reader)
     status, headers = await _read_head(stream, progress)
-    while 100 <= status < 200 and status != 101:   # interim (100 Continue, 103 Early Hints)
+    while 100 <= status < 200 and status != 101:  # interim (100 Continue, 103 Early Hints)
         status, headers = await _read_head(stream, progress)
     elapsed = f"in {_millis(clock() - started)} ms"
     if not cfg.accepts(status):
@@ -211,8 +224,11 @@ class _Stream:
         """One line without its line ending, counted against HEADER_CAP unless it has a
         `limit` of its own (chunk framing)."""
         budget = self.head_budget if limit is None else limit
-        too_long = (f"headers exceed {HEADER_CAP // 1024} KiB" if limit is None
-                    else f"{what} line longer than {limit} bytes")
+        too_long = (
+            f"headers exceed {HEADER_CAP // 1024} KiB"
+            if limit is None
+            else f"{what} line longer than {limit} bytes"
+        )
         while True:
             end = self.buffer.find(b"\n")
             if end >= 0:
@@ -226,7 +242,7 @@ class _Stream:
         if limit is None:
             self.head_budget -= end + 1
         line = bytes(self.buffer[:end])
-        del self.buffer[:end + 1]
+        del self.buffer[: end + 1]
         return line[:-1] if line.endswith(b"\r") else line
 
 
@@ -238,7 +254,7 @@ async def _read_head(stream: _Stream, progress: _Progress) -> tuple[int, dict]:
     if not stream.buffer:
         raise _Failed("connection closed before status line")
     head = bytes(stream.buffer[:5])
-    if head != b"HTTP/"[:len(head)]:   # not HTTP at all (a TLS or SSH server...): say so now
+    if head != b"HTTP/"[: len(head)]:  # not HTTP at all (a TLS or SSH server...): say so now
         raise _Failed(f"garbage status line: {_show(bytes(stream.buffer[:40]))}")
     line = await stream.line("status line")
     match = _STATUS_LINE.fullmatch(line)
@@ -265,14 +281,14 @@ async def _body_contains(stream: _Stream, headers: dict, status: int, needle: by
     if codings and codings[-1] == b"chunked":
         pieces = _chunked(stream)
     elif codings:
-        pieces = _until_close(stream)   # RFC 9112 6.3: any other coding reads until close
+        pieces = _until_close(stream)  # RFC 9112 6.3: any other coding reads until close
     elif b"content-length" in headers:
         pieces = _sized(stream, _content_length(headers[b"content-length"]))
     else:
         pieces = _until_close(stream)
     body = bytearray()
     async for data in pieces:
-        if _grew_to_contain(body, data[:BODY_CAP - len(body)], needle):
+        if _grew_to_contain(body, data[: BODY_CAP - len(body)], needle):
             return True
         if len(body) >= BODY_CAP:
             raise _Failed(f"expected {_show(needle)} not in first {BODY_CAP // 1024} KiB of body")
@@ -311,7 +327,7 @@ async def _chunked(stream: _Stream):
             raise _Failed(f"bad chunk size line: {_show(line[:40])}")
         size = int(match.group(1), 16)
         if size == 0:
-            return   # trailers, if any, are not worth reading: the check has its answer
+            return  # trailers, if any, are not worth reading: the check has its answer
         async for data in _sized(stream, size):
             yield data
         if await stream.line("chunk end", CHUNK_LINE_CAP):
@@ -327,16 +343,22 @@ class Resolver:
     """Host name -> address without blocking the loop: literals and localhost at once, other
     names through one shared, cached lookup each (see the module header)."""
 
-    def __init__(self, lookup: Lookup | None = None, *, ttl_s: float = 60.0,
-                 failure_ttl_s: float = 5.0, max_names: int = 256,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        lookup: Lookup | None = None,
+        *,
+        ttl_s: float = 60.0,
+        failure_ttl_s: float = 5.0,
+        max_names: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.lookup = lookup or _getaddrinfo
         self.ttl_s = ttl_s
         self.failure_ttl_s = failure_ttl_s
         self.max_names = max_names
         self.clock = clock
-        self._answers: dict[str, tuple[float, str | None, str]] = {}  # name: (expiry, ip, why)
-        self._pending: dict[str, asyncio.Future] = {}
+        self._answers: dict[str, _Answer] = {}  # name: (expiry, ip, why)
+        self._pending: dict[str, asyncio.Future[_Answer]] = {}
 
     async def resolve(self, host: str) -> str:
         name = host.strip().rstrip(".").lower()
@@ -345,7 +367,7 @@ class Resolver:
         try:
             return str(ipaddress.ip_address(name.strip("[]")))
         except ValueError:
-            pass   # not a literal: a name to look up
+            pass  # not a literal: a name to look up
         answer = self._answers.get(name)
         if answer is None or answer[0] <= self.clock():
             answer = await asyncio.shield(self._pending_lookup(name))
@@ -353,10 +375,14 @@ class Resolver:
             raise _Failed(f"cannot resolve {host}: {answer[2]}")
         return answer[1]
 
-    def _pending_lookup(self, name: str) -> asyncio.Future:
+    def _pending_lookup(self, name: str) -> asyncio.Future[_Answer]:
         """The one lookup of `name` in flight on this loop, started when there is none."""
         pending = self._pending.get(name)
-        if pending is None or pending.done() or pending.get_loop() is not asyncio.get_running_loop():
+        if (
+            pending is None
+            or pending.done()
+            or pending.get_loop() is not asyncio.get_running_loop()
+        ):
             pending = self._pending[name] = asyncio.ensure_future(self._lookup(name))
             pending.add_done_callback(partial(self._forget, name))
         return pending
@@ -365,13 +391,14 @@ class Resolver:
         if self._pending.get(name) is done:
             del self._pending[name]
 
-    async def _lookup(self, name: str) -> tuple:
+    async def _lookup(self, name: str) -> _Answer:
+        answer: _Answer
         try:
             answer = (self.clock() + self.ttl_s, await self.lookup(name), "")
-        except OSError as error:   # the resolver's failure is the check's failure, cached
+        except OSError as error:  # the resolver's failure is the check's failure, cached
             answer = (self.clock() + self.failure_ttl_s, None, error.strerror or str(error))
         if len(self._answers) >= self.max_names:
-            self._answers.pop(next(iter(self._answers)))   # oldest first: dicts keep order
+            self._answers.pop(next(iter(self._answers)))  # oldest first: dicts keep order
         self._answers[name] = answer
         return answer
 
@@ -380,13 +407,14 @@ async def _getaddrinfo(name: str) -> str:
     infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"no address for {name}")
-    return infos[0][4][0]
+    return str(infos[0][4][0])
 
 
 default_resolver = Resolver()
 
 
 # -- words -------------------------------------------------------------------------------
+
 
 def _show(data: bytes, limit: int = 40) -> str:
     return repr(data[:limit]) + ("..." if len(data) > limit else "")

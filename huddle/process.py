@@ -18,25 +18,42 @@ seconds, SIGKILL to the group, then the same for the run's leftovers.
 Every app's environment also carries `HUDDLE_APP=<tag>`, so an app started by an agent killed
 before it could record the pid is still found (`find_tagged`) and never runs twice.
 """
+
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from huddle.applog import AppLog, LogCapture, open_pipe, reopen_pipe
-from huddle.children import (RUN_VAR, carries, clear_run, members, new_run_id, process_table,
-                             spawn, start_time, watch_exit)
+from huddle.children import (
+    RUN_VAR,
+    carries,
+    clear_run,
+    members,
+    new_run_id,
+    process_table,
+    spawn,
+    start_time,
+    watch_exit,
+)
 from huddle.errors import HuddleError
 
 TAG_VAR = "HUDDLE_APP"
-ENV_PREFIX = "HUDDLE_"          # the agent's own settings; never passed on to a child
-LEFTOVER_TIMEOUT_S = 5.0        # SIGTERM grace for what an exited app left running
+ENV_PREFIX = "HUDDLE_"  # the agent's own settings; never passed on to a child
+LEFTOVER_TIMEOUT_S = 5.0  # SIGTERM grace for what an exited app left running
 
-__all__ = ["TAG_VAR", "AppProcess", "boot_id", "child_environment", "find_tagged",
-           "is_same_process", "start_time"]
+__all__ = [
+    "TAG_VAR",
+    "AppProcess",
+    "boot_id",
+    "child_environment",
+    "find_tagged",
+    "is_same_process",
+    "start_time",
+]
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -78,8 +95,15 @@ class AppProcess:
     """A started or adopted app process; `exited` resolves with the exit code (None if
     adopted, since only a parent can read a status)."""
 
-    def __init__(self, pid: int, exited: "asyncio.Future", adopted: bool, *,
-                 run_id: str | None = None, capture: LogCapture | None = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        exited: asyncio.Future,
+        adopted: bool,
+        *,
+        run_id: str | None = None,
+        capture: LogCapture | None = None,
+    ) -> None:
         self.pid = pid
         self.exited = exited
         self.adopted = adopted
@@ -98,16 +122,24 @@ class AppProcess:
         return not self.exited.done()
 
     @classmethod
-    async def start(cls, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
-                    log_path: Path) -> "AppProcess":
+    async def start(
+        cls, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path
+    ) -> AppProcess:
         """Start argv in cwd with env (build it with `child_environment`), its output going
         to the capped log at log_path; raises HuddleError when it cannot start."""
         run_id = new_run_id()
         read_end, write_end = open_pipe()
         try:
             # the app holds a copy of the read end: the pipe outlives a SIGKILLed agent
-            proc = spawn(argv, cwd=str(cwd), env=env, stdout=write_end, stderr=write_end,
-                         run_id=run_id, pass_fds=(read_end,))
+            proc = spawn(
+                argv,
+                cwd=str(cwd),
+                env=env,
+                stdout=write_end,
+                stderr=write_end,
+                run_id=run_id,
+                pass_fds=(read_end,),
+            )
         except OSError as exc:
             os.close(read_end)
             raise HuddleError(f"cannot start `{' '.join(argv)}`: {exc.strerror or exc}") from exc
@@ -119,7 +151,7 @@ class AppProcess:
         return cls(proc.pid, watch_exit(proc), adopted=False, run_id=run_id, capture=capture)
 
     @classmethod
-    def adopt(cls, pid: int, log_path: Path | None = None) -> "AppProcess | None":
+    def adopt(cls, pid: int, log_path: Path | None = None) -> AppProcess | None:
         """Watch a process we did not start (the previous agent's); None if it is gone.
         With log_path, its output pipe is found again and read into that log."""
         loop = asyncio.get_running_loop()
@@ -154,7 +186,7 @@ class AppProcess:
         except PermissionError:
             os.kill(self.pid, sig)  # not a group leader we may signal: the process itself
 
-    def _on_exit(self, _: "asyncio.Future") -> None:
+    def _on_exit(self, _: asyncio.Future) -> None:
         if self.capture is not None:
             self.capture.drain()
         if not self.stopping:
@@ -172,8 +204,9 @@ class AppProcess:
         if self.running:
             # the tree while the main process still links it (it matters for descendants
             # that cleared their environment of the run id)
-            tree = members(self.run_id, {self.pid: self.start_ticks}
-                           if self.start_ticks is not None else None)
+            tree = members(
+                self.run_id, {self.pid: self.start_ticks} if self.start_ticks is not None else None
+            )
             self.stopping = True
             self.signal_group(signal.SIGTERM)
             # a hung (SIGSTOPped) app acts on SIGTERM only once continued, as systemd knows
@@ -202,7 +235,7 @@ def _run_id_of(pid: int) -> str | None:
         with open(f"/proc/{pid}/environ", "rb") as fh:
             for item in fh.read().split(b"\0"):
                 if item.startswith(prefix):
-                    return item[len(prefix):].decode(errors="replace")
+                    return item[len(prefix) :].decode(errors="replace")
     except OSError:
         pass  # gone or not ours to read: the group and tree still identify it
     return None

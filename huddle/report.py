@@ -10,9 +10,11 @@ The status snapshot the agent hands to a reporter (`apps_snapshot()`) is, per ap
   {"commit", "branch", "running", "healthy", "restarts", "last_deploy", "last_error"}
 exactly the `apps` object of the SPEC's `huddle/<device>/status` payload.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 AppsSnapshot = Callable[[], dict]
 
@@ -25,7 +27,7 @@ class Reporter(Protocol):
 
     def changed(self) -> None: ...
 
-    def event(self, app: str, event: str, commit: Optional[str], detail: str) -> None: ...
+    def event(self, app: str, event: str, commit: str | None, detail: str) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -39,7 +41,7 @@ class NullReporter:
     def changed(self) -> None:
         return None
 
-    def event(self, app: str, event: str, commit: Optional[str], detail: str) -> None:
+    def event(self, app: str, event: str, commit: str | None, detail: str) -> None:
         return None
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ it and rewrites it whole), so it drops a request file, `STATE_DIR/requests/retry
 that the app's controller takes (reads and deletes) at its next poll. Written atomically, so
 a half-written request is never read. `huddle reload` needs no file: it signals the agent.
 """
+
 from __future__ import annotations
 
 import json

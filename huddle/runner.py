@@ -5,10 +5,11 @@ from /dev/null, reads its output concurrently with bounded buffers, and enforces
 killing the whole process group (git spawns helpers such as ssh and remote-https that must die
 with it). With `sweep` (hooks and installs), whatever the command leaves running when it ends,
 daemons and `setsid` helpers included, is stopped too (huddle/children.py finds them by a run
-id in their environment). Failures raise `CommandError` (or the class passed in) carrying the command line,
-the reason and the tail of stderr, the git-sync way. `CommandRunner` is the seam unit tests
-replace: anything with the same call signature will do.
+id in their environment). Failures raise `CommandError` (or the class passed in) carrying the
+command line, the reason and the tail of stderr, the git-sync way. `CommandRunner` is the
+seam unit tests replace: anything with the same call signature will do.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,15 +17,16 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Protocol, Sequence, Type
+from typing import Protocol
 
 from huddle.children import clear_run, new_run_id, spawn, watch_exit
 from huddle.errors import CommandError
 
-STDOUT_CAP = 4 * 1024 * 1024   # git output huddle parses is tiny; a runaway hook is not kept
-STDERR_CAP = 64 * 1024         # keep the tail: the last lines say what went wrong
-PIPE_GRACE_S = 1.0             # after an exit, how long output may still arrive on the pipes
+STDOUT_CAP = 4 * 1024 * 1024  # git output huddle parses is tiny; a runaway hook is not kept
+STDERR_CAP = 64 * 1024  # keep the tail: the last lines say what went wrong
+PIPE_GRACE_S = 1.0  # after an exit, how long output may still arrive on the pipes
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,16 @@ class CommandResult:
 
 
 class CommandRunner(Protocol):
-    async def __call__(self, argv: Sequence[str], *, cwd: Optional[str] = None,
-                       env: Optional[Mapping[str, str]] = None, timeout_s: float = 60.0,
-                       check: bool = True,
-                       error_class: Type[CommandError] = CommandError) -> CommandResult: ...
+    async def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 60.0,
+        check: bool = True,
+        error_class: type[CommandError] = CommandError,
+    ) -> CommandResult: ...
 
 
 class _Child:
@@ -58,8 +66,11 @@ class _Child:
         self.exited = watch_exit(proc)
         self.drained: asyncio.Future = loop.create_future()
         self.open_fds = []
-        for stream, buf, cap, keep_tail in ((proc.stdout, self.out, STDOUT_CAP, False),
-                                            (proc.stderr, self.err, STDERR_CAP, True)):
+        assert proc.stdout is not None and proc.stderr is not None  # run_command pipes both
+        for stream, buf, cap, keep_tail in (
+            (proc.stdout, self.out, STDOUT_CAP, False),
+            (proc.stderr, self.err, STDERR_CAP, True),
+        ):
             fd = stream.fileno()
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._read, fd, buf, cap, keep_tail)
@@ -109,7 +120,8 @@ class _Child:
         for fd in list(self.open_fds):
             self._close_fd(fd)
         for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+            if stream is not None:
+                stream.close()
 
 
 def _kill_group(pid: int) -> None:
@@ -125,10 +137,16 @@ async def _sweep(run_id: str | None) -> None:
         await clear_run(run_id, None, PIPE_GRACE_S)
 
 
-async def run_command(argv: Sequence[str], *, cwd: Optional[str] = None,
-                      env: Optional[Mapping[str, str]] = None, timeout_s: float = 60.0,
-                      check: bool = True, error_class: Type[CommandError] = CommandError,
-                      sweep: bool = False) -> CommandResult:
+async def run_command(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+    check: bool = True,
+    error_class: type[CommandError] = CommandError,
+    sweep: bool = False,
+) -> CommandResult:
     """Run argv to completion under a timeout; raise error_class on failure when check.
     With sweep, every process the command leaves behind is stopped when it ends."""
     argv = tuple(str(a) for a in argv)
@@ -136,8 +154,9 @@ async def run_command(argv: Sequence[str], *, cwd: Optional[str] = None,
     loop = asyncio.get_running_loop()
     run_id = new_run_id() if sweep else None
     try:
-        proc = spawn(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                     run_id=run_id)
+        proc = spawn(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, run_id=run_id
+        )
     except OSError as exc:
         raise error_class(argv, f"could not start: {exc.strerror or exc}") from exc
     child = _Child(loop, proc)
@@ -149,8 +168,9 @@ async def run_command(argv: Sequence[str], *, cwd: Optional[str] = None,
             await asyncio.wait([child.exited], timeout=PIPE_GRACE_S)
             await _sweep(run_id)
             await child.finish_reading(PIPE_GRACE_S)
-            raise error_class(argv, f"timed out after {timeout_s:g} s",
-                              bytes(child.err).decode(errors="replace"))
+            raise error_class(
+                argv, f"timed out after {timeout_s:g} s", bytes(child.err).decode(errors="replace")
+            )
         returncode = child.exited.result()
         await _sweep(run_id)
         await child.finish_reading(PIPE_GRACE_S)
@@ -160,10 +180,18 @@ async def run_command(argv: Sequence[str], *, cwd: Optional[str] = None,
         await asyncio.shield(_sweep(run_id))
         child.close()
         raise
-    result = CommandResult(argv, returncode, bytes(child.out).decode(errors="replace"),
-                           bytes(child.err).decode(errors="replace"), time.monotonic() - started)
+    result = CommandResult(
+        argv,
+        returncode,
+        bytes(child.out).decode(errors="replace"),
+        bytes(child.err).decode(errors="replace"),
+        time.monotonic() - started,
+    )
     if check and returncode != 0:
-        reason = (f"was killed by signal {-returncode}" if returncode < 0
-                  else f"exited with status {returncode}")
+        reason = (
+            f"was killed by signal {-returncode}"
+            if returncode < 0
+            else f"exited with status {returncode}"
+        )
         raise error_class(argv, reason, result.stderr or result.stdout, returncode)
     return result

@@ -14,6 +14,7 @@ wrong type is dropped field by field. Either way the store says so once, in `loa
 `AgentLock` keeps a second agent off the same state dir: two supervisors of one app would
 each start it.
 """
+
 from __future__ import annotations
 
 import errno
@@ -28,7 +29,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from huddle.errors import StateError
 
@@ -50,24 +51,24 @@ def default_state_dir() -> Path:
 
 @dataclass
 class AppState:
-    commit: Optional[str] = None        # deployed commit
-    good: Optional[str] = None          # last commit that passed its health window
-    bad: List[str] = field(default_factory=list)  # commits rolled back, never deployed again
-    pid: Optional[int] = None
+    commit: str | None = None  # deployed commit
+    good: str | None = None  # last commit that passed its health window
+    bad: list[str] = field(default_factory=list)  # commits rolled back, never deployed again
+    pid: int | None = None
     restarts: int = 0
-    healthy: Optional[bool] = None      # None: not judged yet
-    last_error: Optional[str] = None
-    deployed_at: Optional[float] = None  # unix time of the last deploy
-    branch: Optional[str] = None
+    healthy: bool | None = None  # None: not judged yet
+    last_error: str | None = None
+    deployed_at: float | None = None  # unix time of the last deploy
+    branch: str | None = None
     running: bool = False
-    health_detail: Optional[str] = None
-    pid_start: Optional[int] = None     # /proc/PID/stat starttime of `pid`
-    boot_id: Optional[str] = None
-    state: str = "stopped"              # the app's named state (huddle/states.py)
-    fallback: Optional[str] = None      # healthy when superseded before its window ended
+    health_detail: str | None = None
+    pid_start: int | None = None  # /proc/PID/stat starttime of `pid`
+    boot_id: str | None = None
+    state: str = "stopped"  # the app's named state (huddle/states.py)
+    fallback: str | None = None  # healthy when superseded before its window ended
 
     @classmethod
-    def from_json(cls, data: dict, warn=lambda message: None) -> "AppState":
+    def from_json(cls, data: dict, warn=lambda message: None) -> AppState:
         """Build from a decoded JSON object, keeping each field whose value fits its type and
         dropping (to the default) each one that does not, with `warn(message)` per drop.
         Unknown keys are ignored: a newer agent may have written them."""
@@ -87,37 +88,48 @@ def is_commit_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) in (40, 64) and set(value) <= _HEX
 
 
-def _checked(name: str, hint: Any, value: Any) -> tuple[Any, Optional[str]]:
+def _checked(name: str, hint: Any, value: Any) -> tuple[Any, str | None]:
     """(value, None) when `value` fits the field, else (None, why)."""
     args = typing.get_args(hint)
     if value is None:
         return (None, None) if type(None) in args else (None, "null is not allowed")
-    if type(None) in args:                       # Optional[X]: check X
+    if type(None) in args:  # Optional[X]: check X
         hint = next(a for a in args if a is not type(None))
-    if typing.get_origin(hint) in (list, List):
+    if typing.get_origin(hint) in (list, list):
         if not isinstance(value, list):
             return None, f"expected a list, got {_show(value)}"
-        kept = [v for v in value if is_commit_id(v)] if name == "bad" else \
-            [v for v in value if isinstance(v, str)]
+        kept = (
+            [v for v in value if is_commit_id(v)]
+            if name == "bad"
+            else [v for v in value if isinstance(v, str)]
+        )
         if len(kept) != len(value):
             return None, f"holds {len(value) - len(kept)} entries that are not commit ids"
         return kept, None
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        ok = (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value >= 0
             and (name != "pid" or value > 0)
+        )
     elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     elif hint is str:
         ok = isinstance(value, str) and (name not in ("commit", "good") or is_commit_id(value))
     else:
-        ok = True                                # a type this check does not know: trust it
+        ok = True  # a type this check does not know: trust it
     if not ok:
-        kind = {bool: "true or false", int: "a whole number >= 0" if name != "pid" else
-                "a process id", float: "a number", str: "a commit id" if name in
-                ("commit", "good") else "a string"}.get(hint, str(hint))
+        kind = {
+            bool: "true or false",
+            int: "a whole number >= 0" if name != "pid" else "a process id",
+            float: "a number",
+            str: "a commit id" if name in ("commit", "good") else "a string",
+        }.get(hint, str(hint))
         return None, f"expected {kind}, got {_show(value)}"
     return value, None
 
@@ -132,14 +144,14 @@ class StateStore:
         self.dir = Path(state_dir)
         self.path = self.dir / STATE_FILE
         # what the last load() found wrong, one line each, for the agent to log once
-        self.load_warnings: List[str] = []
+        self.load_warnings: list[str] = []
         self.load_failed = False  # the whole file was unusable (not just some fields)
         self._aside_pending = False  # an unusable file load() could not move aside yet
 
     def log_dir(self) -> Path:
         return self.dir / "logs"
 
-    def load(self, keep_aside: bool = True) -> Dict[str, AppState]:
+    def load(self, keep_aside: bool = True) -> dict[str, AppState]:
         """The apps' states; never raises for what is in the file. A file that is not a JSON
         object is moved aside (`keep_aside`; `huddle status` passes False: it changes
         nothing) and {} returned; every problem is one line in `load_warnings`."""
@@ -157,19 +169,21 @@ class StateStore:
             if why != "missing":
                 self._corrupt(why, keep_aside)
             return {}
-        apps: Dict[str, AppState] = {}
+        apps: dict[str, AppState] = {}
         for name, value in data.items():
             where = f"{self.path}: app {name!r}"
             if not isinstance(value, dict):
-                self.load_warnings.append(f"{where}: expected an object, got {_show(value)}; "
-                                          "dropped (the app starts from its tree)")
+                self.load_warnings.append(
+                    f"{where}: expected an object, got {_show(value)}; "
+                    "dropped (the app starts from its tree)"
+                )
                 continue
             apps[name] = AppState.from_json(
-                value, lambda message, where=where: self.load_warnings.append(
-                    f"{where}: {message}"))
+                value, lambda message, where=where: self.load_warnings.append(f"{where}: {message}")
+            )
         return apps
 
-    def _read(self) -> tuple[str, Optional[str]]:
+    def _read(self) -> tuple[str, str | None]:
         """(text, None), or ("", why) when there is no usable text; why "missing" when absent.
         Opened non-blocking and checked to be a regular file: a FIFO would hang, a device or
         a huge file would never end."""
@@ -205,7 +219,7 @@ class StateStore:
             try:
                 message += f"; kept it as {self._move_aside()}"
             except OSError as exc:
-                self._aside_pending = True      # save() tries again before replacing it
+                self._aside_pending = True  # save() tries again before replacing it
                 message += f"; cannot move it aside ({exc.strerror or exc})"
         self.load_warnings.append(message + "; apps start from their working trees")
 
@@ -215,11 +229,15 @@ class StateStore:
         self._aside_pending = False
         return aside
 
-    def save(self, apps: Dict[str, AppState]) -> None:
+    def save(self, apps: dict[str, AppState]) -> None:
         """Atomic replace: temp file, fsync, rename, fsync the directory. Raises StateError
         (a read-only or full disk): the caller keeps its apps running and reports it."""
-        payload = json.dumps({name: asdict(s) for name, s in sorted(apps.items())},
-                             indent=2, sort_keys=True) + "\n"
+        payload = (
+            json.dumps(
+                {name: asdict(s) for name, s in sorted(apps.items())}, indent=2, sort_keys=True
+            )
+            + "\n"
+        )
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             if os.path.lexists(self.path) and (self._aside_pending or not self.path.is_file()):
@@ -249,6 +267,7 @@ class StateStore:
 
 # -- one agent per state dir ---------------------------------------------------------------
 
+
 def _runtime_lock_path(state_dir: Path) -> Path:
     """Where the lock goes when the state dir cannot hold it (read-only): a runtime
     directory, named by the state dir's real path so every agent of that dir agrees."""
@@ -272,13 +291,13 @@ class AgentLock:
     named after the state dir; `holder_pid` looks at both.
     """
 
-    BUSY_RETRIES = 5        # rides out a `holder_pid` probe, which holds the lock briefly
+    BUSY_RETRIES = 5  # rides out a `holder_pid` probe, which holds the lock briefly
     BUSY_WAIT_S = 0.02
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
-        self.path: Optional[Path] = None     # the file actually locked
-        self._fds: List[int] = []
+        self.path: Path | None = None  # the file actually locked
+        self._fds: list[int] = []
 
     def acquire(self) -> None:
         """Take the lock or raise StateError naming the running agent."""
@@ -287,6 +306,7 @@ class AgentLock:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError:
             pass  # a read-only parent: the open below says what matters
+        fd: int | None
         try:
             fd = os.open(primary, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError:
@@ -297,8 +317,10 @@ class AgentLock:
                 self._lock(os.open(fallback, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
             except OSError as exc:
                 self.release()
-                raise StateError(f"cannot create a lock for {self.state_dir} there or in "
-                                 f"{fallback.parent}: {exc.strerror or exc}") from exc
+                raise StateError(
+                    f"cannot create a lock for {self.state_dir} there or in "
+                    f"{fallback.parent}: {exc.strerror or exc}"
+                ) from exc
             self.path = fallback
             if fd is not None:
                 self._lock(fd, write_pid=False)
@@ -310,7 +332,7 @@ class AgentLock:
                 self._busy(_runtime_lock_path(self.state_dir))
 
     @staticmethod
-    def _read_only_primary(primary: Path) -> Optional[int]:
+    def _read_only_primary(primary: Path) -> int | None:
         try:
             return os.open(primary, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -344,7 +366,7 @@ class AgentLock:
         self._fds = []
 
     @staticmethod
-    def holder_pid(state_dir: Path) -> Optional[int]:
+    def holder_pid(state_dir: Path) -> int | None:
         """The pid of the agent holding the lock of `state_dir`, or None when no agent holds
         it (a pid left in the file by a dead agent is not an answer)."""
         for path in (Path(state_dir) / LOCK_FILE, _runtime_lock_path(Path(state_dir))):
@@ -372,7 +394,7 @@ def _held(path: Path) -> bool:
         os.close(fd)  # drops the shared lock when it was taken
 
 
-def _read_pid(path: Path) -> Optional[int]:
+def _read_pid(path: Path) -> int | None:
     try:
         text = path.read_text(encoding="ascii", errors="replace").strip()
     except OSError:

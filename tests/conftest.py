@@ -1,8 +1,11 @@
-"""Shared fixtures: real services on loopback."""
+"""Shared fixtures: real services on loopback (git remotes, a broker, a publish site) and
+`huddle run` agents that are killed, with every app they started, at teardown."""
+
 from __future__ import annotations
 
 import pytest
 
+from tests.gitutil import Agent, GitDaemon, SmartHTTP
 from tests.microutil import ManifestServer, Repo
 from tests.mosquitto import Broker
 
@@ -23,3 +26,36 @@ def site(tmp_path):
     server = ManifestServer(out).start()
     yield repo, out, server
     server.stop()
+
+
+@pytest.fixture
+def git_daemon(tmp_path):
+    base = tmp_path / "daemon-root"
+    base.mkdir()
+    daemon = GitDaemon(base).start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def smart_http(tmp_path):
+    root = tmp_path / "http-root"
+    root.mkdir()
+    server = SmartHTTP(root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def agent_factory(tmp_path):
+    """Agent(name) factory; every agent and app it started is killed at teardown."""
+    made = []
+
+    def make(name: str = "agent") -> Agent:
+        a = Agent(tmp_path, name)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.cleanup()

@@ -5,6 +5,7 @@ waits for a TCP connect and fails fast (with the broker's log) if the process di
 `kill()` / `start()` again restart it on the same port, so tests can take the broker away
 while agents keep working. Optional TLS listener with a CA/cert/key made by the test.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 
 def find_mosquitto() -> str:
@@ -31,8 +31,7 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, port: Optional[int] = None,
-                 tls: Optional[dict] = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, tls: dict | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         # mosquitto drops to user `mosquitto` as root: everything it reads must be readable
@@ -40,7 +39,7 @@ class Broker:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.tls = tls  # {"cafile":..., "certfile":..., "keyfile":...}
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "mosquitto.log"
 
     @property
@@ -48,28 +47,45 @@ class Broker:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def _write_config(self) -> Path:
-        lines = [f"listener {self.port} {self.host}", "allow_anonymous true",
-                 "persistence false", "log_dest stderr", "log_type error",
-                 "log_type warning", "log_type notice", "log_type information"]
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
         if self.tls:
-            lines += [f"cafile {self.tls['cafile']}", f"certfile {self.tls['certfile']}",
-                      f"keyfile {self.tls['keyfile']}", "require_certificate false"]
+            lines += [
+                f"cafile {self.tls['cafile']}",
+                f"certfile {self.tls['certfile']}",
+                f"keyfile {self.tls['keyfile']}",
+                "require_certificate false",
+            ]
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         os.chmod(conf, 0o644)
         return conf
 
-    def start(self, timeout_s: float = 10.0) -> "Broker":
+    def start(self, timeout_s: float = 10.0) -> Broker:
         conf = self._write_config()
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [find_mosquitto(), "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
-                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"mosquitto exited with {self.proc.returncode}: "
+                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 socket.create_connection((self.host, self.port), timeout=0.5).close()
                 return self

@@ -3,6 +3,7 @@ deploys, polling cost, logs, environment, status output, restarts with backoff, 
 stop, adoption after SIGKILL, stale pids, install and the original huddle's hooks, a remote
 that dies and comes back, and config errors. Everything is observed from outside: the state
 file, `huddle status`, the app's HTTP answers, the app log and /proc."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,21 @@ from pathlib import Path
 import pytest
 
 from huddle.process import start_time
-from tests.gitutil import (GitDaemon, Origin, agent_factory, alive, app_config,  # noqa: F401
-                           free_port, git, git_subcommand, git_wrapper, http_get, read_calls,
-                           tagged_pids, wait_until, write_config)
+from tests.gitutil import (
+    GitDaemon,
+    Origin,
+    alive,
+    app_config,
+    free_port,
+    git,
+    git_subcommand,
+    git_wrapper,
+    http_get,
+    read_calls,
+    tagged_pids,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,8 +53,10 @@ def test_deploy_update_logs_environment_status_and_polling_cost(tmp_path, agent_
     calls = tmp_path / "git-calls.log"
     wrapper = git_wrapper(tmp_path / "git-logged", calls)
     origin, port, config = make_app(
-        tmp_path, repository={"executable": str(wrapper)},
-        application={"environment": {"GREETING": "hello world"}})
+        tmp_path,
+        repository={"executable": str(wrapper)},
+        application={"environment": {"GREETING": "hello world"}},
+    )
     v1 = origin.app_commit("v1")
     agent = agent_factory().start(config)
     first = agent.wait_good("web", v1)
@@ -61,15 +76,28 @@ def test_deploy_update_logs_environment_status_and_polling_cost(tmp_path, agent_
     table = agent.status()
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.splitlines()[:2]
-    assert header.split()[:7] == ["APP", "STATE", "COMMIT", "GOOD", "PID", "HEALTH",
-                                  "RESTARTS"]
-    assert row.split()[:7] == ["web", "running", v1[:12], v1[:12], str(first["pid"]),
-                               "healthy", "0"]
+    assert header.split()[:7] == ["APP", "STATE", "COMMIT", "GOOD", "PID", "HEALTH", "RESTARTS"]
+    assert row.split()[:7] == [
+        "web",
+        "running",
+        v1[:12],
+        v1[:12],
+        str(first["pid"]),
+        "healthy",
+        "0",
+    ]
     as_json = agent.status("--json")
     assert as_json.returncode == 0
     web = json.loads(as_json.stdout)["web"]
-    assert (web["commit"], web["good"], web["pid"], web["healthy"], web["restarts"],
-            web["last_error"], web["bad"]) == (v1, v1, first["pid"], True, 0, None, [])
+    assert (
+        web["commit"],
+        web["good"],
+        web["pid"],
+        web["healthy"],
+        web["restarts"],
+        web["last_error"],
+        web["bad"],
+    ) == (v1, v1, first["pid"], True, 0, None, [])
     assert web["deployed_at"] and abs(web["deployed_at"] - time.time()) < 120
 
     # a new commit is deployed; untracked files in the tree survive it
@@ -89,19 +117,26 @@ def test_deploy_update_logs_environment_status_and_polling_cost(tmp_path, agent_
 
 def test_crashing_app_is_restarted_with_growing_delays(tmp_path, agent_factory):
     crash = tmp_path / "crash-now"
-    origin, port, config = make_app(tmp_path,
-                                    application={"environment": {"APP_CRASH_FILE": str(crash)}})
+    origin, port, config = make_app(
+        tmp_path, application={"environment": {"APP_CRASH_FILE": str(crash)}}
+    )
     v1 = origin.app_commit("v1")
     agent = agent_factory().start(config)
     agent.wait_good("web", v1)
     crash.touch()
     crashed_at = time.monotonic()
     # each restarted copy dies at once while the file exists
-    agent.wait_app("web", lambda a: a.get("restarts") == 2 and not a.get("running"),
-                   "second restart crashed too")
+    agent.wait_app(
+        "web",
+        lambda a: a.get("restarts") == 2 and not a.get("running"),
+        "second restart crashed too",
+    )
     crash.unlink()
-    app = agent.wait_app("web", lambda a: a.get("restarts") == 3 and a.get("running")
-                         and a.get("healthy") is True and a, "third restart healthy")
+    app = agent.wait_app(
+        "web",
+        lambda a: a.get("restarts") == 3 and a.get("running") and a.get("healthy") is True and a,
+        "third restart healthy",
+    )
     # backoff is 1, 2, 4 s (jittered down to half at least): not a hot loop
     assert time.monotonic() - crashed_at >= 0.5 + 1 + 2
     assert app["commit"] == v1 and app["good"] == v1 and app["bad"] == []
@@ -113,12 +148,16 @@ def test_crashing_app_is_restarted_with_growing_delays(tmp_path, agent_factory):
 def test_sigterm_stops_the_app_group_and_the_agent_exits_zero(tmp_path, agent_factory):
     child_pidfile = tmp_path / "child.pid"
     origin, port, config = make_app(
-        tmp_path, application={"environment": {"APP_CHILD_PIDFILE": str(child_pidfile)}})
+        tmp_path, application={"environment": {"APP_CHILD_PIDFILE": str(child_pidfile)}}
+    )
     origin.app_commit("v1", mode="ignoreterm")
     agent = agent_factory().start(config)
     app = agent.wait_good("web", origin.head())
-    child = int(wait_until(lambda: child_pidfile.exists() and child_pidfile.read_text(), 5,
-                           "the app's child pid"))
+    child = int(
+        wait_until(
+            lambda: child_pidfile.exists() and child_pidfile.read_text(), 5, "the app's child pid"
+        )
+    )
     assert alive(child)
     assert agent.stop(timeout_s=20) == 0
     assert not alive(app["pid"]) and not alive(child)
@@ -138,10 +177,12 @@ def test_sigkilled_agent_is_replaced_and_the_new_one_adopts_the_app(tmp_path, ag
     agent.proc.wait()
     assert http_get(port) == (200, "v1")  # the app outlived its agent
     agent.start(config)
-    wait_until(lambda: f"adopted running pid {pid}" in agent.output(), 20,
-               "the new agent to adopt the app")
-    app = agent.wait_app("web", lambda a: a.get("running") and a.get("healthy") and a,
-                         "adopted app healthy")
+    wait_until(
+        lambda: f"adopted running pid {pid}" in agent.output(), 20, "the new agent to adopt the app"
+    )
+    app = agent.wait_app(
+        "web", lambda a: a.get("running") and a.get("healthy") and a, "adopted app healthy"
+    )
     assert app["pid"] == pid and app["commit"] == v1
     assert http_get(port) == (200, "v1")
     assert tagged_pids(agent.tag("web")) == [pid]  # exactly one copy
@@ -167,8 +208,9 @@ def test_stale_recorded_pid_is_never_adopted(tmp_path, agent_factory):
 
     def record(pid):
         state = json.loads(state_file.read_text())
-        state["web"].update(pid=pid, running=True, pid_start=old["pid_start"],
-                            boot_id=old["boot_id"])
+        state["web"].update(
+            pid=pid, running=True, pid_start=old["pid_start"], boot_id=old["boot_id"]
+        )
         state_file.write_text(json.dumps(state))
 
     # the pid now belongs to an unrelated process (a different start time)
@@ -177,8 +219,11 @@ def test_stale_recorded_pid_is_never_adopted(tmp_path, agent_factory):
         assert start_time(stranger.pid) != old["pid_start"]
         record(stranger.pid)
         agent.start(config)
-        app = agent.wait_app("web", lambda a: a.get("running") and a.get("pid") != stranger.pid
-                             and a.get("healthy") and a, "a fresh copy of the app")
+        app = agent.wait_app(
+            "web",
+            lambda a: a.get("running") and a.get("pid") != stranger.pid and a.get("healthy") and a,
+            "a fresh copy of the app",
+        )
         assert "adopted" not in agent.output()
         assert alive(stranger.pid)  # not killed either: it is not ours
         assert http_get(port) == (200, "v1")
@@ -190,8 +235,11 @@ def test_stale_recorded_pid_is_never_adopted(tmp_path, agent_factory):
     # the recorded process is gone altogether
     record(stranger.pid)
     agent.start(config)
-    app = agent.wait_app("web", lambda a: a.get("running") and a.get("pid") != stranger.pid
-                         and a.get("healthy") and a, "a fresh copy of the app")
+    app = agent.wait_app(
+        "web",
+        lambda a: a.get("running") and a.get("pid") != stranger.pid and a.get("healthy") and a,
+        "a fresh copy of the app",
+    )
     assert "adopted" not in agent.output()
     assert tagged_pids(agent.tag("web")) == [app["pid"]]
     assert agent.stop() == 0
@@ -202,8 +250,11 @@ def test_unrecorded_tagged_orphan_is_stopped_so_only_one_copy_runs(tmp_path, age
     v1 = origin.app_commit("v1")
     agent = agent_factory()
     # an app copy started by an agent that died before it could record the pid
-    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True,
-                              env={"HUDDLE_APP": agent.tag("web"), "PATH": "/usr/bin:/bin"})
+    orphan = subprocess.Popen(
+        ["sleep", "300"],
+        start_new_session=True,
+        env={"HUDDLE_APP": agent.tag("web"), "PATH": "/usr/bin:/bin"},
+    )
     try:
         agent.start(config)
         app = agent.wait_good("web", v1)
@@ -215,8 +266,7 @@ def test_unrecorded_tagged_orphan_is_stopped_so_only_one_copy_runs(tmp_path, age
     assert agent.stop() == 0
 
 
-def test_install_runs_before_start_and_a_failing_install_keeps_the_old_app(
-        tmp_path, agent_factory):
+def test_install_runs_before_start_and_a_failing_install_keeps_the_old_app(tmp_path, agent_factory):
     origin, port, config = make_app(tmp_path, application={"install": "sh install.sh"})
     tree = tmp_path / "apps" / "web"
     v1 = origin.app_commit("v1", install="ok")
@@ -226,13 +276,15 @@ def test_install_runs_before_start_and_a_failing_install_keeps_the_old_app(
     agent.wait_good("web", v2)
     assert (tree / "installed.txt").read_text() == "installed v2\n"
     log = agent.app_log("web")
-    assert log.index("--- huddle: install: sh install.sh -> 0") \
-        < log.index(f"started pid {agent.app('web')['pid']} at {v2[:12]}")
+    assert log.index("--- huddle: install: sh install.sh -> 0") < log.index(
+        f"started pid {agent.app('web')['pid']} at {v2[:12]}"
+    )
     running = agent.app("web")["pid"]
 
     v3 = origin.app_commit("v3", install="fail")
-    app = agent.wait_app("web", lambda a: "install" in (a.get("last_error") or "") and a,
-                         "the install error")
+    app = agent.wait_app(
+        "web", lambda a: "install" in (a.get("last_error") or "") and a, "the install error"
+    )
     assert "sh install.sh" in app["last_error"]
     assert "exited with status 7" in app["last_error"]
     assert "install is broken on purpose" in app["last_error"]
@@ -314,15 +366,18 @@ def test_dead_remote_keeps_the_app_up_and_recovers(tmp_path, agent_factory):
     try:
         origin = Origin(base, "web")
         wrapper = git_wrapper(tmp_path / "git-v1", extra_args="-c protocol.version=1")
-        _, port, config = make_app(tmp_path, origin=origin,
-                                   repository={"remote path": daemon.url("web.git"),
-                                               "executable": str(wrapper)})
+        _, port, config = make_app(
+            tmp_path,
+            origin=origin,
+            repository={"remote path": daemon.url("web.git"), "executable": str(wrapper)},
+        )
         v1 = origin.app_commit("v1")
         agent = agent_factory().start(config)
         pid = agent.wait_good("web", v1)["pid"]
         daemon.stop()
-        app = agent.wait_app("web", lambda a: "ls-remote" in (a.get("last_error") or "") and a,
-                             "the poll error")
+        app = agent.wait_app(
+            "web", lambda a: "ls-remote" in (a.get("last_error") or "") and a, "the poll error"
+        )
         error = app["last_error"]
         assert "origin refs/heads/main" in error  # the command line
         assert "unable to connect" in error or "refused" in error.lower()  # git's stderr
@@ -346,24 +401,37 @@ def test_dead_remote_keeps_the_app_up_and_recovers(tmp_path, agent_factory):
 def test_invalid_config_is_reported_and_skipped_the_valid_one_runs(tmp_path, agent_factory):
     origin, port, config = make_app(tmp_path)
     v1 = origin.app_commit("v1")
-    bad = write_config(tmp_path / "configs" / "broken.json",
-                       app_config(origin.url, tmp_path / "apps" / "broken", free_port(),
-                                  application={"strat": "x"}))
+    bad = write_config(
+        tmp_path / "configs" / "broken.json",
+        app_config(
+            origin.url, tmp_path / "apps" / "broken", free_port(), application={"strat": "x"}
+        ),
+    )
     agent = agent_factory().start(bad, config)
     agent.wait_good("web", v1)
-    assert re.search(rf"^huddle: {re.escape(str(bad))}: application\.strat: .+",
-                     agent.output(), re.M), agent.output()
+    assert re.search(
+        rf"^huddle: {re.escape(str(bad))}: application\.strat: .+", agent.output(), re.M
+    ), agent.output()
     assert "broken" not in agent.state()
     assert agent.stop() == 0
 
 
 def test_only_invalid_configs_exit_non_zero_at_once(tmp_path):
-    bad = write_config(tmp_path / "broken.json",
-                       app_config("file:///nowhere", tmp_path / "apps" / "b", free_port(),
-                                  timing={"minimum": 5, "maximum": 1}))
-    result = subprocess.run([sys.executable, "-m", "huddle", "run", str(bad), "--state-dir",
-                             str(tmp_path / "state")], capture_output=True, text=True,
-                            timeout=30)
+    bad = write_config(
+        tmp_path / "broken.json",
+        app_config(
+            "file:///nowhere",
+            tmp_path / "apps" / "b",
+            free_port(),
+            timing={"minimum": 5, "maximum": 1},
+        ),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "huddle", "run", str(bad), "--state-dir", str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     assert f"huddle: {bad}: timing.minimum: " in result.stderr
     assert "Traceback" not in result.stderr

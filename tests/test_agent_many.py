@@ -1,11 +1,21 @@
 """Many apps in one agent: one app's dead remote and another's hung install must not delay
 the others' deploys (one cooperative loop; each app's work is its own coroutine)."""
+
 from __future__ import annotations
 
 import pytest
 
-from tests.gitutil import (Origin, agent_factory, alive, app_config, closed_port,  # noqa: F401
-                           free_port, http_get, tagged_pids, wait_until, write_config)
+from tests.gitutil import (
+    Origin,
+    alive,
+    app_config,
+    closed_port,
+    free_port,
+    http_get,
+    tagged_pids,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -19,14 +29,17 @@ def test_dead_remote_and_hung_install_do_not_hold_up_the_other_apps(tmp_path, ag
         origins[name] = Origin(tmp_path / "remotes", name)
         ports[name] = free_port()
         extra = {"application": {"install": "sh install.sh"}} if name == "slowinstall" else {}
-        write_config(configs / f"{name}.json",
-                     app_config(origins[name].url, tmp_path / "apps" / name, ports[name],
-                                **extra))
-    write_config(configs / "dead.json",
-                 app_config(f"git://127.0.0.1:{closed_port()}/dead.git",
-                            tmp_path / "apps" / "dead", free_port()))
-    v1 = {name: origin.app_commit(f"{name}-v1", install="ok")
-          for name, origin in origins.items()}
+        write_config(
+            configs / f"{name}.json",
+            app_config(origins[name].url, tmp_path / "apps" / name, ports[name], **extra),
+        )
+    write_config(
+        configs / "dead.json",
+        app_config(
+            f"git://127.0.0.1:{closed_port()}/dead.git", tmp_path / "apps" / "dead", free_port()
+        ),
+    )
+    v1 = {name: origin.app_commit(f"{name}-v1", install="ok") for name, origin in origins.items()}
     agent = agent_factory().start(configs)
     for name, commit in v1.items():
         agent.wait_good(name, commit, timeout_s=30)
@@ -35,8 +48,11 @@ def test_dead_remote_and_hung_install_do_not_hold_up_the_other_apps(tmp_path, ag
 
     # the slow app's new commit hangs in install; then every other app gets a new commit
     stuck = origins["slowinstall"].app_commit("slowinstall-v2", install="hang")
-    wait_until(lambda: len(tagged_pids(agent.tag("slowinstall"))) >= 3, 20,
-               "the hung install (sh + sleep beside the app)")
+    wait_until(
+        lambda: len(tagged_pids(agent.tag("slowinstall"))) >= 3,
+        20,
+        "the hung install (sh + sleep beside the app)",
+    )
     v2 = {name: origins[name].app_commit(f"{name}-v2") for name in HEALTHY}
     for name, commit in v2.items():
         agent.wait_good(name, commit, timeout_s=30)

@@ -7,6 +7,7 @@ process runs, the machine's state agrees with the process, and the app is never 
 while the agent runs. At the end every fault is cleared and a good commit pushed: the app
 must then run healthily on it, whatever came before.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,8 +66,13 @@ def random_walk(tmp_path, seed: int, steps: int = 120) -> None:
             elif roll < 0.5 and world.running():
                 world.running()[0].exit(rng.choice([1, -9, 0]))
             elif roll < 0.6:
-                world.remote_error = None if world.remote_error else GitError(
-                    ["git", "ls-remote"], "exited with status 128", "Connection refused")
+                world.remote_error = (
+                    None
+                    if world.remote_error
+                    else GitError(
+                        ["git", "ls-remote"], "exited with status 128", "Connection refused"
+                    )
+                )
             elif roll < 0.65:
                 world.fetch_error[world.remote] = GitError(["git", "fetch"], "timed out")
             elif roll < 0.7:
@@ -95,6 +101,7 @@ def random_walk(tmp_path, seed: int, steps: int = 120) -> None:
         assert len(world.running()) == 1
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
     run_virtual(main())
     assert world.running() == [] and c.current is State.STOPPED
 
@@ -109,12 +116,19 @@ def test_every_state_can_be_left_and_stopped_is_left_only_by_starting():
         assert allowed(state, State.STOPPED)
         assert TRANSITIONS[state] or state is State.STOPPED
     assert TRANSITIONS[State.STOPPED] == {State.SYNCING}
-    assert not allowed(State.RUNNING, State.CRASHLOOP)   # a good commit backs off instead
+    assert not allowed(State.RUNNING, State.CRASHLOOP)  # a good commit backs off instead
 
 
 def test_the_states_are_the_documented_names():
-    assert [s.value for s in State] == ["stopped", "syncing", "trial", "running", "backoff",
-                                        "crashloop", "sync-only"]
+    assert [s.value for s in State] == [
+        "stopped",
+        "syncing",
+        "trial",
+        "running",
+        "backoff",
+        "crashloop",
+        "sync-only",
+    ]
 
 
 def test_an_illegal_move_is_a_loud_error(tmp_path):
@@ -124,5 +138,6 @@ def test_an_illegal_move_is_a_loud_error(tmp_path):
         c.current = State.SYNC_ONLY
         with pytest.raises(RuntimeError, match="not a transition"):
             c.enter(State.TRIAL, "a bug")
+
     run_virtual(main())
     assert now is not None

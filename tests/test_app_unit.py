@@ -1,16 +1,17 @@
 """The app controller's policy, driven in virtual time with a fake git, fake processes and a
 fake health check: every history below is hours of agent life replayed in milliseconds."""
+
 from __future__ import annotations
 
 import asyncio
 import copy
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from huddle.app import AppController, POLL_BACKOFF_CAP_S, RESTART_BACKOFF_S
-from huddle.config import (AppConfig, ApplicationConfig, HealthConfig, RepositoryConfig,
-                           TimingConfig)
+from huddle.app import POLL_BACKOFF_CAP_S, RESTART_BACKOFF_S, AppController
+from huddle.config import AppConfig, ApplicationConfig, HealthConfig, RepositoryConfig, TimingConfig
 from huddle.errors import GitError
 from huddle.events import Retry
 from huddle.health import HealthResult
@@ -31,15 +32,15 @@ class World:
     def __init__(self) -> None:
         self.remote = C1
         self.local: set = set()
-        self.tree = None               # the commit checked out in the working tree
+        self.tree = None  # the commit checked out in the working tree
         self.cloned = False
-        self.calls: list = []          # (virtual time, git verb)
+        self.calls: list = []  # (virtual time, git verb)
         self.remote_error = None
-        self.fetch_error: dict = {}     # commit -> error its fetch raises
+        self.fetch_error: dict = {}  # commit -> error its fetch raises
         self.remote_delay_s = 0.0
         self.crash_after_s: dict = {}  # commit -> seconds after start it exits with 1
-        self.unhealthy: set = set()    # commits whose health check fails
-        self.starts: list = []         # (time, commit)
+        self.unhealthy: set = set()  # commits whose health check fails
+        self.starts: list = []  # (time, commit)
         self.procs: list = []
         self.next_pid = 100
 
@@ -127,21 +128,36 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
-def make_config(tmp_path: Path, health: str = "http", minimum=5.0, maximum=10.0,
-                grace=2.0) -> AppConfig:
+def make_config(
+    tmp_path: Path, health: str = "http", minimum=5.0, maximum=10.0, grace=2.0
+) -> AppConfig:
     return AppConfig(
-        name="web", source=tmp_path / "web.json",
+        name="web",
+        source=tmp_path / "web.json",
         repository=RepositoryConfig(local_path=tmp_path / "web", remote_path="/origin.git"),
         timing=TimingConfig(minimum, maximum),
         application=ApplicationConfig(start=("web",), stop_timeout_s=1.0),
-        health=HealthConfig(type=health, port=8080 if health != "none" else None,
-                            interval_s=1.0, timeout_s=0.5, retries=2, grace_s=grace))
+        health=HealthConfig(
+            type=health,
+            port=8080 if health != "none" else None,
+            interval_s=1.0,
+            timeout_s=0.5,
+            retries=2,
+            grace_s=grace,
+        ),
+    )
 
 
 def controller(world: World, tmp_path: Path, state: AppState = None, **kw) -> AppController:
-    c = AppController(make_config(tmp_path, **kw), state or AppState(), log_dir=tmp_path / "logs",
-                      tag=f"unit-test-{id(world)}", git=world, start_process=world.start_process,
-                      health_check=world.health)
+    c = AppController(
+        make_config(tmp_path, **kw),
+        state or AppState(),
+        log_dir=tmp_path / "logs",
+        tag=f"unit-test-{id(world)}",
+        git=world,
+        start_process=world.start_process,
+        health_check=world.health,
+    )
     return c
 
 
@@ -168,6 +184,7 @@ def scenario(tmp_path, steps, **kw):
         world.state_before_stop = copy.deepcopy(c.state)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
     run_virtual(main())
     assert world.running() == []  # stopping the controller stops the app
     assert c.state.state == "stopped" and c.state.healthy is None and not c.state.running
@@ -186,7 +203,7 @@ def test_unchanged_polls_cost_one_ls_remote_each_at_jittered_intervals(tmp_path)
     world, state = scenario(tmp_path, [(600, lambda w: None)])
     polls = [t for t, verb in world.calls if verb == "ls-remote"]
     assert "fetch" not in [verb for _, verb in world.calls]
-    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    gaps = [b - a for a, b in pairwise(polls)]
     assert 55 <= len(polls) <= 125
     assert all(5.0 <= g <= 10.0 + 1e-6 for g in gaps)
     assert max(gaps) - min(gaps) > 1.0  # jittered, not lock-step
@@ -195,6 +212,7 @@ def test_unchanged_polls_cost_one_ls_remote_each_at_jittered_intervals(tmp_path)
 def test_new_commit_is_fetched_and_deployed_once(tmp_path):
     def push(w):
         w.remote = C2
+
     world, state = scenario(tmp_path, [(20, push), (60, lambda w: None)])
     assert [commit for _, commit in world.starts] == [C1, C2]
     assert [verb for _, verb in world.calls].count("fetch") == 1
@@ -206,13 +224,14 @@ def test_crash_outside_a_trial_restarts_with_capped_growing_backoff(tmp_path):
     def break_app(w):
         w.crash_after_s[C1] = 0.5
         w.running()[0].exit(1)
+
     world, state = scenario(tmp_path, [(30, break_app), (1800, lambda w: None)])
     starts = [t for t, _ in world.starts[1:]]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in pairwise(starts)]
     assert state.restarts == len(starts) and 20 <= state.restarts <= 60
-    assert gaps[0] < 3.0                       # first retry is quick
-    assert all(g <= RESTART_BACKOFF_S[1] + 1 for g in gaps)   # capped
-    assert min(gaps[-5:]) >= RESTART_BACKOFF_S[1] / 2          # and really backed off
+    assert gaps[0] < 3.0  # first retry is quick
+    assert all(g <= RESTART_BACKOFF_S[1] + 1 for g in gaps)  # capped
+    assert min(gaps[-5:]) >= RESTART_BACKOFF_S[1] / 2  # and really backed off
     assert state.good == C1 and state.bad == []  # a crash is not a bad deploy
 
 
@@ -223,6 +242,7 @@ def test_crashing_commit_is_rolled_back_and_never_redeployed(tmp_path):
 
     def push_good(w):
         w.remote = C3
+
     world, state = scenario(tmp_path, [(30, push_bad), (300, lambda w: None)])
     assert [c for _, c in world.starts] == [C1, C2, C1]
     assert state.commit == state.good == C1 and state.bad == [C2]
@@ -238,6 +258,7 @@ def test_unhealthy_commit_is_rolled_back_within_its_window(tmp_path):
     def push_unhealthy(w):
         w.unhealthy.add(C2)
         w.remote = C2
+
     world, state = scenario(tmp_path, [(30, push_unhealthy), (120, lambda w: None)])
     assert [c for _, c in world.starts] == [C1, C2, C1]
     deployed_at = world.starts[1][0]
@@ -247,23 +268,24 @@ def test_unhealthy_commit_is_rolled_back_within_its_window(tmp_path):
     assert state.bad == [C2] and state.good == C1 and state.healthy is True
 
 
-def test_fallback_failing_the_same_way_bans_nothing_and_the_newest_runs_after_the_fault(
-        tmp_path):
+def test_fallback_failing_the_same_way_bans_nothing_and_the_newest_runs_after_the_fault(tmp_path):
     """A port still taken makes both the new commit and its fallback crash: the environment
     is at fault, so neither is banned; both are retried with capped backoff, never left
     stopped, and the newest runs once the fault is gone."""
+
     def fault(w):
         w.crash_after_s[C2] = w.crash_after_s[C1] = 0.5
         w.remote = C2
 
     def fault_gone(w):
         w.crash_after_s.clear()
+
     world, state = scenario(tmp_path, [(30, fault), (600, fault_gone), (900, lambda w: None)])
     during = [c for t, c in world.starts if t - world.starts[0][0] < 600]
     assert during[:3] == [C1, C2, C1]
-    assert set(during) == {C1, C2} and len(during) >= 8   # kept trying, both of them
-    gaps = [b - a for (a, _), (b, _) in zip(world.starts, world.starts[1:])]
-    assert max(gaps) <= 60 + 2 * 5   # capped backoff (plus the fallback's own short run)
+    assert set(during) == {C1, C2} and len(during) >= 8  # kept trying, both of them
+    gaps = [b - a for (a, _), (b, _) in pairwise(world.starts)]
+    assert max(gaps) <= 60 + 2 * 5  # capped backoff (plus the fallback's own short run)
     assert state.bad == []
     assert state.commit == state.good == C2 and state.state == "running"
     assert world.running_before_stop == 1
@@ -281,13 +303,14 @@ def test_first_commit_failing_is_retried_with_backoff_and_a_fix_deploys(tmp_path
         await asyncio.sleep(200)
         starts = [t for t, _ in world.starts]
         assert len(starts) >= 5 and {x for _, x in world.starts} == {C1}
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
-        assert gaps[-1] > gaps[0]                           # backing off
+        gaps = [b - a for a, b in pairwise(starts)]
+        assert gaps[-1] > gaps[0]  # backing off
         assert c.state.state == "crashloop" and c.state.bad == []
         world.remote = C2
         await asyncio.sleep(40)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
     run_virtual(main())
     assert world.starts[-1][1] == C2
     assert c.state.good == C2 and c.state.bad == []
@@ -296,6 +319,7 @@ def test_first_commit_failing_is_retried_with_backoff_and_a_fix_deploys(tmp_path
 def test_first_deploy_killed_once_during_its_trial_comes_back(tmp_path):
     def oom_kill(w):
         w.running()[0].exit(-9)
+
     world, state = scenario(tmp_path, [(1.5, oom_kill), (60, lambda w: None)])
     assert [c for _, c in world.starts] == [C1, C1]
     assert state.good == C1 and state.state == "running" and state.bad == []
@@ -304,21 +328,24 @@ def test_first_deploy_killed_once_during_its_trial_comes_back(tmp_path):
 def test_a_commit_superseded_while_healthy_is_the_fallback(tmp_path):
     """v1 serves fine but its window has not ended when v2 arrives; v2 crashes: v1 is the
     fallback (it never failed), and v2 is banned once v1 runs healthily again."""
+
     def push_bad_early(w):
         w.crash_after_s[C2] = 0.5
         w.remote = C2
+
     world = World()
     c = controller(world, tmp_path, minimum=0.5, maximum=0.5, grace=30.0)
 
     async def main():
         task = asyncio.ensure_future(c.run())
-        await asyncio.sleep(5)            # C1 healthy, still inside its 32 s window
+        await asyncio.sleep(5)  # C1 healthy, still inside its 32 s window
         assert c.state.good is None and c.state.healthy is True
         push_bad_early(world)
         await asyncio.sleep(120)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return copy.deepcopy(c.state)
+
     state = run_virtual(main())
     assert [x for _, x in world.starts] == [C1, C2, C1]
     assert state.bad == [C2] and state.commit == C1
@@ -331,12 +358,13 @@ def test_a_failed_deploy_keeps_the_app_and_a_newer_commit_is_tried_at_the_next_p
 
     def push_fix(w):
         w.remote = C3
+
     world, state = scenario(tmp_path, [(30, broken_fetch), (45, push_fix), (70, lambda w: None)])
     tries = [t for t, v in world.calls if v == "fetch"]
     assert [c for _, c in world.starts] == [C1, C3]
     fixed_at = next(t for t, c in world.starts if c == C3) - world.starts[0][0]
-    assert fixed_at <= 45 + 10 + 1   # within one poll interval of the push, no backoff wait
-    assert len(tries) >= 2           # C2 was retried, with backoff
+    assert fixed_at <= 45 + 10 + 1  # within one poll interval of the push, no backoff wait
+    assert len(tries) >= 2  # C2 was retried, with backoff
     assert state.commit == state.good == C3 and state.bad == []
 
 
@@ -356,6 +384,7 @@ def test_retry_clears_a_ban_and_the_commit_deploys_again(tmp_path):
         await asyncio.sleep(30)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
     run_virtual(main())
     assert [x for _, x in world.starts] == [C1, C2, C1, C2]
     assert c.state.bad == [] and c.state.good == C2
@@ -363,18 +392,24 @@ def test_retry_clears_a_ban_and_the_commit_deploys_again(tmp_path):
 
 def test_dead_remote_backs_off_keeps_app_running_and_recovers(tmp_path):
     def kill_remote(w):
-        w.remote_error = GitError(["git", "ls-remote"], "exited with status 128",
-                                  "fatal: unable to access: Connection refused")
+        w.remote_error = GitError(
+            ["git", "ls-remote"],
+            "exited with status 128",
+            "fatal: unable to access: Connection refused",
+        )
 
     def heal_remote(w):
         w.remote_error = None
         w.remote = C2
-    world, state = scenario(tmp_path, [(30, kill_remote), (3000, heal_remote),
-                                       (3000 + POLL_BACKOFF_CAP_S + 30, lambda w: None)])
+
+    world, state = scenario(
+        tmp_path,
+        [(30, kill_remote), (3000, heal_remote), (3000 + POLL_BACKOFF_CAP_S + 30, lambda w: None)],
+    )
     failing = [t for t, v in world.calls if v == "ls-remote" and 30 < t - world.calls[0][0] < 3000]
-    gaps = [b - a for a, b in zip(failing, failing[1:])]
+    gaps = [b - a for a, b in pairwise(failing)]
     assert max(gaps) <= POLL_BACKOFF_CAP_S + 1e-6 and max(gaps) >= POLL_BACKOFF_CAP_S / 2
-    assert len(failing) < 30   # not every 5-10 s for 50 minutes
+    assert len(failing) < 30  # not every 5-10 s for 50 minutes
     assert [c for _, c in world.starts] == [C1, C2]  # no restart while the remote was down
     assert state.commit == C2 and state.last_error is None
 
@@ -385,6 +420,7 @@ def test_failing_checks_outside_a_trial_restart_after_retries(tmp_path):
 
     def heal(w):
         w.unhealthy.discard(C1)
+
     world, state = scenario(tmp_path, [(30, sicken), (40, heal), (100, lambda w: None)])
     assert len(world.starts) >= 2 and all(c == C1 for _, c in world.starts)
     assert state.restarts >= 1 and state.healthy is True and state.bad == []
@@ -404,6 +440,7 @@ def test_a_slow_remote_never_delays_another_apps_polls(tmp_path):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
     run_virtual(main())
     assert [c for _, c in fast.starts] == [C1, C2]
     assert len([v for _, v in fast.calls if v == "ls-remote"]) >= 12
@@ -421,6 +458,7 @@ def test_a_restarted_fleet_starts_apps_at_once_but_spreads_its_first_polls(tmp_p
     """After a power cut every device boots together: each app starts from its tree at
     once, and the first look at the remote is spread over the whole poll interval."""
     import random
+
     worlds, controllers = [], []
     for n in range(50):
         w = World()
@@ -438,9 +476,10 @@ def test_a_restarted_fleet_starts_apps_at_once_but_spreads_its_first_polls(tmp_p
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         return t0
+
     t0 = run_virtual(main())
     assert all(w.starts and w.starts[0][0] - t0 < 0.01 for w in worlds)
     first_polls = sorted(next(t for t, v in w.calls if v == "ls-remote") - t0 for w in worlds)
-    assert first_polls[-1] <= 10.0 + 1e-6          # within one maximum interval
+    assert first_polls[-1] <= 10.0 + 1e-6  # within one maximum interval
     busiest = max(sum(1 for t in first_polls if s <= t < s + 1) for s in range(10))
-    assert busiest <= 15                          # not all 50 in one second
+    assert busiest <= 15  # not all 50 in one second

@@ -2,6 +2,7 @@
 and ignored files in a commit's way, a developer's clone, interrupted fetches (commit without
 its tree, killed mid-transfer, full disk), failed checkouts, stale locks, corrupt objects,
 credentials in `remote path`, the agent's own environment, ref names."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +17,22 @@ import pytest
 from huddle.credentials import redact, split_credentials
 from huddle.errors import GitError, TreeConflictError
 from huddle.git import GitRepo, check_ref_name
+from tests.gitutil import (
+    FaultySmartHTTP,
+    Origin,
+    app_config,
+    cmdlines_containing,
+    files_containing,
+    free_port,
+    git,
+    git_subcommand,
+    git_wrapper,
+    http_get,
+    read_calls,
+    tmpfs,
+    write_config,
+)
 from tests.test_git import update as deploy  # ls-remote, fetch unless complete, checkout
-from tests.gitutil import (FaultySmartHTTP, Origin, agent_factory, app_config,  # noqa: F401
-                           cmdlines_containing, files_containing, free_port, git,
-                           git_subcommand, git_wrapper, http_get, read_calls, tmpfs,
-                           write_config)
 
 
 def run(coro):
@@ -53,21 +65,30 @@ def snapshot(root: Path) -> dict:
 
 CONFLICTS = {
     # name: (files on disk before, files the new commit adds, paths refused)
-    "untracked file replaced by the commit's": ({"data.db": "live rows"},
-                                                {"data.db": "seed"}, ["data.db"]),
+    "untracked file replaced by the commit's": (
+        {"data.db": "live rows"},
+        {"data.db": "seed"},
+        ["data.db"],
+    ),
     "ignored file replaced": ({"cache.db": "live"}, {"cache.db": "seed"}, ["cache.db"]),
-    "directory removed for a file": ({"uploads/a.jpg": "photo", "uploads/b/c.jpg": "photo"},
-                                     {"uploads": "now a file"}, ["uploads"]),
-    "file inside a directory that becomes a file": ({"logs/today.log": "x"},
-                                                    {"logs": "file"}, ["logs"]),
-    "file where the commit needs a directory": ({"conf": "mine"},
-                                                {"conf/app.ini": "x"}, ["conf"]),
+    "directory removed for a file": (
+        {"uploads/a.jpg": "photo", "uploads/b/c.jpg": "photo"},
+        {"uploads": "now a file"},
+        ["uploads"],
+    ),
+    "file inside a directory that becomes a file": (
+        {"logs/today.log": "x"},
+        {"logs": "file"},
+        ["logs"],
+    ),
+    "file where the commit needs a directory": ({"conf": "mine"}, {"conf/app.ini": "x"}, ["conf"]),
 }
 
 
 @pytest.mark.parametrize("case", list(CONFLICTS))
-def test_checkout_refuses_to_overwrite_or_remove_untracked_and_ignored_paths(origin, tmp_path,
-                                                                             case):
+def test_checkout_refuses_to_overwrite_or_remove_untracked_and_ignored_paths(
+    origin, tmp_path, case
+):
     on_disk, adds, refused = CONFLICTS[case]
     first = origin.commit({"app.txt": "1\n"})
     repo = cloned(origin, tmp_path / "tree")
@@ -110,8 +131,16 @@ def test_checkout_refuses_a_submodule_over_an_untracked_directory(origin, tmp_pa
     repo = cloned(origin, tmp_path / "tree")
     (repo.path / "vendor").mkdir()
     (repo.path / "vendor" / "notes.txt").write_text("mine")
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", lib.url, "vendor",
-        cwd=origin.work)
+    git(
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        lib.url,
+        "vendor",
+        cwd=origin.work,
+    )
     origin.commit({}, "add submodule")
     with pytest.raises(TreeConflictError) as info:
         run(deploy(repo))
@@ -121,6 +150,7 @@ def test_checkout_refuses_a_submodule_over_an_untracked_directory(origin, tmp_pa
 
 
 # -- 2. a developer's clone adopted at `local path` ---------------------------------------
+
 
 def test_adoption_problem_refuses_a_clone_that_would_lose_work(origin, tmp_path):
     origin.commit({"app.txt": "1\n"})
@@ -145,15 +175,24 @@ def test_adoption_problem_refuses_a_clone_that_would_lose_work(origin, tmp_path)
     assert run(repo.adoption_problem("origin", origin.url, "main")) is None
 
 
-def test_adoption_problem_sees_a_detached_head_commit_but_not_other_branches(origin,
-                                                                              tmp_path):
+def test_adoption_problem_sees_a_detached_head_commit_but_not_other_branches(origin, tmp_path):
     origin.commit({"app.txt": "1\n"})
     dev = tmp_path / "dev"
     git("clone", "-q", origin.url, dev)
     repo = GitRepo(dev)
     git("checkout", "-q", "-b", "feature", cwd=dev)
-    git("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m",
-        "wip", cwd=dev)
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@e",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "wip",
+        cwd=dev,
+    )
     assert run(repo.adoption_problem("origin", origin.url, "main")) is None  # safe on feature
     git("checkout", "-q", "--detach", cwd=dev)
     assert "push them" in run(repo.adoption_problem("origin", origin.url, "main"))
@@ -161,12 +200,18 @@ def test_adoption_problem_sees_a_detached_head_commit_but_not_other_branches(ori
 
 # -- 3. interrupted fetches ---------------------------------------------------------------
 
+
 def commit_without_tree(origin: Origin, clone: Path, sha: str) -> None:
     """The state a fetch interrupted after the commit object leaves (NOTES-testing)."""
-    raw = subprocess.run(["git", "-C", str(origin.bare), "cat-file", "commit", sha],
-                         capture_output=True, check=True).stdout
-    subprocess.run(["git", "-C", str(clone), "hash-object", "-t", "commit", "-w", "--stdin"],
-                   input=raw, capture_output=True, check=True)
+    raw = subprocess.run(
+        ["git", "-C", str(origin.bare), "cat-file", "commit", sha], capture_output=True, check=True
+    ).stdout
+    subprocess.run(
+        ["git", "-C", str(clone), "hash-object", "-t", "commit", "-w", "--stdin"],
+        input=raw,
+        capture_output=True,
+        check=True,
+    )
 
 
 def test_a_commit_without_its_tree_is_not_present_and_is_fetched_again(origin, tmp_path):
@@ -175,7 +220,7 @@ def test_a_commit_without_its_tree_is_not_present_and_is_fetched_again(origin, t
     second = origin.commit({"app.txt": "2\n", "new/file.txt": "new\n"})
     commit_without_tree(origin, repo.path, second)
     assert git("cat-file", "-e", second, cwd=repo.path) == ""  # git says present...
-    assert not run(repo.has_commit(second))                     # ...huddle says incomplete
+    assert not run(repo.has_commit(second))  # ...huddle says incomplete
     with pytest.raises(GitError, match="incomplete"):
         run(repo.checkout(second, "main"))
     assert run(repo.head()) == first and (repo.path / "app.txt").read_text() == "1\n"
@@ -235,13 +280,13 @@ def test_a_fetch_killed_by_its_timeout_on_a_slow_link_heals(tmp_path):
         repo = GitRepo(tmp_path / "tree", timeout_s=1.5)
         run(repo.clone(server.url("app.git"), "origin", "main"))
         second = big_commit(origin, 0.4)
-        server.server.trickle = (16 * 1024, 2048, 0.2)   # about 10 kB/s after 16 kB
+        server.server.trickle = (16 * 1024, 2048, 0.2)  # about 10 kB/s after 16 kB
         with pytest.raises(GitError, match="timed out"):
             run(repo.fetch("origin", "main"))
         # the commit object arrived first, its tree did not: present to git, not to huddle
         assert git("cat-file", "-t", second, cwd=repo.path) == "commit"
         assert not run(GitRepo(repo.path).has_commit(second))
-        server.server.trickle = None                        # the link recovers
+        server.server.trickle = None  # the link recovers
         assert run(deploy(GitRepo(repo.path))) == second
         assert (repo.path / "blob0.bin").stat().st_size > 0
         assert temp_object_files(repo.path) == []
@@ -256,7 +301,7 @@ def test_a_fetch_on_a_full_disk_heals_once_space_is_back(origin, tmp_path):
         second = big_commit(origin, 4)
         with pytest.raises(GitError):
             run(repo.fetch("origin", "main"))
-        assert temp_object_files(repo.path) == []     # the space is given back at once
+        assert temp_object_files(repo.path) == []  # the space is given back at once
         assert not run(repo.has_commit(second))
         subprocess.run(["mount", "-o", "remount,size=50m", str(disk)], check=True)
         assert run(deploy(repo)) == second
@@ -279,15 +324,25 @@ def test_temporary_files_of_a_killed_fetch_are_removed_before_the_next(origin, t
 
 # -- 4. a failed checkout leaves the tree where it was ------------------------------------
 
+
 def test_a_failing_submodule_update_puts_the_tree_back(origin, tmp_path):
     first = origin.commit({"app.txt": "1\n"})
     repo = cloned(origin, tmp_path / "tree")
     lib = Origin(tmp_path / "libs", name="lib")
     lib.commit({"lib.txt": "lib\n"})
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", lib.url, "vendor",
-        cwd=origin.work)
+    git(
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        lib.url,
+        "vendor",
+        cwd=origin.work,
+    )
     (origin.work / ".gitmodules").write_text(
-        '[submodule "vendor"]\n\tpath = vendor\n\turl = http://127.0.0.1:9/nowhere.git\n')
+        '[submodule "vendor"]\n\tpath = vendor\n\turl = http://127.0.0.1:9/nowhere.git\n'
+    )
     second = origin.commit({"app.txt": "2\n"}, "submodule at a dead URL")
     run(repo.fetch("origin", "main"))
     with pytest.raises(GitError, match="submodule"):
@@ -299,6 +354,7 @@ def test_a_failing_submodule_update_puts_the_tree_back(origin, tmp_path):
 
 
 # -- 5. stale locks and corrupt objects heal ----------------------------------------------
+
 
 @pytest.mark.parametrize("lock", ["index.lock", "HEAD.lock", "refs/heads/main.lock"])
 def test_a_stale_lock_left_by_a_killed_git_is_removed(origin, tmp_path, lock, caplog):
@@ -399,7 +455,7 @@ def test_a_token_in_remote_path_is_in_no_argv_and_no_file(token_remote, tmp_path
     run(repo.clone(url, "origin", "main"))
     run(repo.ensure_remote("origin", url))
     second = big_commit(origin, 0.3)
-    server.server.trickle = (8 * 1024, 4096, 0.1)   # keep the fetch alive for a while
+    server.server.trickle = (8 * 1024, 4096, 0.1)  # keep the fetch alive for a while
     seen, done = [], threading.Event()
 
     def scan():
@@ -415,7 +471,7 @@ def test_a_token_in_remote_path_is_in_no_argv_and_no_file(token_remote, tmp_path
     finally:
         done.set()
         scanner.join()
-    assert any("remote-http" in argv for _, argv in seen)   # git was seen running
+    assert any("remote-http" in argv for _, argv in seen)  # git was seen running
     assert [argv for _, argv in seen if TOKEN in argv] == []
     assert files_containing(repo.path, TOKEN) == []
     assert TOKEN not in git("remote", "get-url", "origin", cwd=repo.path)
@@ -424,31 +480,36 @@ def test_a_token_in_remote_path_is_in_no_argv_and_no_file(token_remote, tmp_path
 
 def test_a_clone_whose_config_holds_credentials_is_cleaned(token_remote, tmp_path):
     origin, server, url = token_remote
-    for given in (url, ""):          # `remote path` with the token, or empty
+    for given in (url, ""):  # `remote path` with the token, or empty
         tree = tmp_path / f"tree{len(given)}"
-        git("clone", "-q", url, tree)    # made by hand (or by an older huddle)
+        git("clone", "-q", url, tree)  # made by hand (or by an older huddle)
         assert files_containing(tree / ".git", TOKEN)
-        for _ in range(2):               # and again after a restart
+        for _ in range(2):  # and again after a restart
             repo = GitRepo(tree)
             run(repo.ensure_remote("origin", given))
             assert TOKEN not in (tree / ".git" / "config").read_text()
             assert run(repo.remote_head("origin", "main")) == origin.head()
-        world_readable = [p for p in files_containing(tree, TOKEN)
-                          if p.stat().st_mode & 0o044]
+        world_readable = [p for p in files_containing(tree, TOKEN) if p.stat().st_mode & 0o044]
         assert world_readable == []
 
 
-@pytest.mark.parametrize("url,secret", [
-    ("https://u:p@ss-w0rd@host.example/x.git", "p@ss-w0rd"),
-    ("https://u:p%40ss-w0rd@host.example/x.git", "p@ss-w0rd"),
-    ("https://ghp_t0kenOnly123@host.example/x.git", "ghp_t0kenOnly123"),
-])
+@pytest.mark.parametrize(
+    "url,secret",
+    [
+        ("https://u:p@ss-w0rd@host.example/x.git", "p@ss-w0rd"),
+        ("https://u:p%40ss-w0rd@host.example/x.git", "p@ss-w0rd"),
+        ("https://ghp_t0kenOnly123@host.example/x.git", "ghp_t0kenOnly123"),
+    ],
+)
 def test_split_and_redact_handle_every_form(url, secret):
     clean, creds = split_credentials(url)
     assert clean == "https://host.example/x.git"
     assert secret in (creds.password, creds.username)
-    for text in (f"fatal: unable to access '{url}/': boom", f"remote: {url} failed",
-                 "fatal: unable to access 'https://ss-w0rd@host.example/x.git/': bad"):
+    for text in (
+        f"fatal: unable to access '{url}/': boom",
+        f"remote: {url} failed",
+        "fatal: unable to access 'https://ss-w0rd@host.example/x.git/': bad",
+    ):
         out = redact(text, creds.secrets)
         assert secret not in out and "ss-w0rd@" not in out and "host.example" in out
 
@@ -469,11 +530,12 @@ def test_a_wrong_token_is_an_error_without_the_token(tmp_path):
 
 # -- 7. the agent's own settings never reach git ------------------------------------------
 
+
 def test_huddle_variables_never_reach_git(origin, tmp_path):
     origin.commit({"app.txt": "1\n"})
     dump = tmp_path / "env.txt"
     wrapper = tmp_path / "git"
-    wrapper.write_text(f"#!/bin/sh\nenv >> {dump}\nexec git \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nenv >> {dump}\nexec git "$@"\n')
     wrapper.chmod(0o755)
     env = {**os.environ, "HUDDLE_MQTT": "mqtt://u:mqttpass@broker", "HUDDLE_STATE_DIR": "/x"}
     repo = GitRepo(tmp_path / "tree", executable=str(wrapper), env=env)
@@ -484,6 +546,7 @@ def test_huddle_variables_never_reach_git(origin, tmp_path):
 
 
 # -- 8. one ref-name validator ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["a/.hidden", "x.lock/y", "@", "a//b", "-x", "a..b", "a b"])
 def test_ref_names_git_refuses_are_refused(name):
@@ -524,6 +587,7 @@ def test_a_token_alone_as_the_user_name_works(tmp_path):
 
 # -- end to end through `huddle run` -------------------------------------------------------
 
+
 def agent_app(tmp_path, url: str = "", origin: Origin = None):
     """(origin, port, config path) of an app `web` deployed from origin (or url)."""
     origin = origin or Origin(tmp_path / "remotes", "web")
@@ -533,8 +597,9 @@ def agent_app(tmp_path, url: str = "", origin: Origin = None):
 
 
 @pytest.mark.timeout(90)
-def test_agent_keeps_serving_and_keeps_data_when_a_commit_would_overwrite_it(tmp_path,
-                                                                             agent_factory):
+def test_agent_keeps_serving_and_keeps_data_when_a_commit_would_overwrite_it(
+    tmp_path, agent_factory
+):
     origin, port, config = agent_app(tmp_path)
     v1 = origin.app_commit("v1")
     agent = agent_factory().start(config)
@@ -542,11 +607,14 @@ def test_agent_keeps_serving_and_keeps_data_when_a_commit_would_overwrite_it(tmp
     tree = tmp_path / "apps" / "web"
     (tree / "data.db").write_text("live rows")
     v2 = origin.app_commit("v2", extra={"data.db": "seed"})
-    agent.wait_app("web", lambda a: "data.db" in (a.get("last_error") or ""),
-                   "the deploy refused, naming data.db")
+    agent.wait_app(
+        "web",
+        lambda a: "data.db" in (a.get("last_error") or ""),
+        "the deploy refused, naming data.db",
+    )
     assert (tree / "data.db").read_text() == "live rows"
     assert http_get(port) == (200, "v1") and agent.app("web")["commit"] == v1
-    assert v2 not in (agent.app("web").get("bad") or [])   # refused, not banned
+    assert v2 not in (agent.app("web").get("bad") or [])  # refused, not banned
     # the person moves the file away; the refused commit is tried again when the branch moves
     (tree / "data.db").unlink()
     v3 = origin.app_commit("v3", extra={"data.db": "seed"})
@@ -555,8 +623,7 @@ def test_agent_keeps_serving_and_keeps_data_when_a_commit_would_overwrite_it(tmp
 
 
 @pytest.mark.timeout(90)
-def test_agent_deploys_a_commit_an_interrupted_fetch_left_without_its_tree(tmp_path,
-                                                                            agent_factory):
+def test_agent_deploys_a_commit_an_interrupted_fetch_left_without_its_tree(tmp_path, agent_factory):
     origin, port, config = agent_app(tmp_path)
     v1 = origin.app_commit("v1")
     agent = agent_factory().start(config)
@@ -570,8 +637,7 @@ def test_agent_deploys_a_commit_an_interrupted_fetch_left_without_its_tree(tmp_p
 
 
 @pytest.mark.timeout(90)
-def test_agent_with_a_token_in_remote_path_writes_it_nowhere(token_remote, tmp_path,
-                                                            agent_factory):
+def test_agent_with_a_token_in_remote_path_writes_it_nowhere(token_remote, tmp_path, agent_factory):
     origin, server, url = token_remote
     origin, port, config = agent_app(tmp_path, url, origin)
     v1 = origin.app_commit("v1")
@@ -593,27 +659,56 @@ def test_agent_refuses_a_dev_clone_with_unpushed_work(tmp_path, agent_factory):
     (dev / "version.txt").write_text("uncommitted\n")
     (dev / "notes.txt").write_text("mine\n")
     git("add", "notes.txt", cwd=dev)
-    git("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "local", "--",
-        "notes.txt", cwd=dev)
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@e",
+        "commit",
+        "-qm",
+        "local",
+        "--",
+        "notes.txt",
+        cwd=dev,
+    )
     local = git("rev-parse", "HEAD", cwd=dev)
     agent = agent_factory().start(config)
-    agent.wait_app("web", lambda a: "push them" in (a.get("last_error") or "")
-                   or "uncommitted" in (a.get("last_error") or ""), "the adoption refused")
+    agent.wait_app(
+        "web",
+        lambda a: (
+            "push them" in (a.get("last_error") or "")
+            or "uncommitted" in (a.get("last_error") or "")
+        ),
+        "the adoption refused",
+    )
     assert git("rev-parse", "HEAD", cwd=dev) == local
     assert (dev / "version.txt").read_text() == "uncommitted\n"
     assert git("remote", "get-url", "origin", cwd=dev) == origin.url
 
 
-@pytest.mark.parametrize("message,corrupt", [
-    ("fatal: loose object 3e75 (stored in .git/objects/3e/757656cf36eca53338e520d134963a44f793f8)"
-     " is corrupt", True),
-    ("error: object file .git/objects/3e/757656cf36eca53338e520d134963a44f793f8 is empty", True),
-    ("fatal: index file corrupt", True),
-    ("fatal: pack has bad object at offset 1234: inflate returned -5\n"
-     "fatal: index-pack failed", False),
-    ("error: RPC failed; curl 18 transfer closed\nfatal: early EOF", False),
-    ("fatal: could not read Username for 'https://host': terminal prompts disabled", False),
-])
+@pytest.mark.parametrize(
+    "message,corrupt",
+    [
+        (
+            "fatal: loose object 3e75"
+            " (stored in .git/objects/3e/757656cf36eca53338e520d134963a44f793f8) is corrupt",
+            True,
+        ),
+        (
+            "error: object file .git/objects/3e/757656cf36eca53338e520d134963a44f793f8 is empty",
+            True,
+        ),
+        ("fatal: index file corrupt", True),
+        (
+            "fatal: pack has bad object at offset 1234: inflate returned -5\n"
+            "fatal: index-pack failed",
+            False,
+        ),
+        ("error: RPC failed; curl 18 transfer closed\nfatal: early EOF", False),
+        ("fatal: could not read Username for 'https://host': terminal prompts disabled", False),
+    ],
+)
 def test_damage_in_the_clone_is_told_from_damage_in_transit(message, corrupt):
     from huddle.gitrepair import looks_corrupt
+
     assert looks_corrupt(message) is corrupt

@@ -4,6 +4,7 @@ and never piles up per deploy, orphans re-parented to the subreaper agent are re
 agent's HUDDLE_* settings never reach a child, a flooding app's log holds its cap, an app
 survives its agent's SIGKILL and its logging resumes on adoption, and a log directory that
 cannot be written never stops the app."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,16 @@ from huddle.applog import AppLog
 from huddle.children import become_subreaper, stop_reaping
 from huddle.hooks import run_hooks
 from huddle.process import TAG_VAR, AppProcess, child_environment
-from tests.gitutil import alive, tagged_pids, wait_until
+from tests.gitutil import (
+    Origin,
+    alive,
+    app_config,
+    free_port,
+    http_get,
+    tagged_pids,
+    wait_until,
+    write_config,
+)
 
 PY = sys.executable
 pytestmark = pytest.mark.timeout(120)
@@ -50,8 +60,11 @@ LEAVER = textwrap.dedent("""
 def leftovers(base: Path) -> list:
     """The daemon's and the helper's pids, once both are written."""
     files = [Path(f"{base}.daemon"), Path(f"{base}.helper")]
-    wait_until(lambda: all(f.exists() and f.read_text() for f in files), 10,
-               "the daemon and the helper to start")
+    wait_until(
+        lambda: all(f.exists() and f.read_text() for f in files),
+        10,
+        "the daemon and the helper to start",
+    )
     return [int(f.read_text()) for f in files]
 
 
@@ -77,8 +90,10 @@ def gone_and_reaped(pid: int) -> bool:
 @pytest.fixture
 def subreaper():
     """This test process as the agent would be: a child subreaper reaping its orphans."""
+
     async def become():
         assert become_subreaper()
+
     loop = asyncio.new_event_loop()
     loop.run_until_complete(become())
     yield loop
@@ -96,13 +111,16 @@ def app_env(tag: str, **extra) -> dict:
 
 async def start_leaver(tmp_path: Path, tag: str, n: int) -> tuple:
     base = tmp_path / f"run{n}"
-    proc = await AppProcess.start([PY, "-c", LEAVER, str(base)], cwd=tmp_path,
-                                  env=app_env(tag), log_path=tmp_path / "logs" / "app.log")
+    proc = await AppProcess.start(
+        [PY, "-c", LEAVER, str(base)],
+        cwd=tmp_path,
+        env=app_env(tag),
+        log_path=tmp_path / "logs" / "app.log",
+    )
     return proc, base
 
 
-def test_stop_stops_a_double_forked_daemon_and_a_setsid_helper_and_reaps_them(
-        tmp_path, subreaper):
+def test_stop_stops_a_double_forked_daemon_and_a_setsid_helper_and_reaps_them(tmp_path, subreaper):
     tag = f"faults{os.getpid()}:leaver"
 
     async def main():
@@ -110,8 +128,10 @@ def test_stop_stops_a_double_forked_daemon_and_a_setsid_helper_and_reaps_them(
         daemon, helper = await asyncio.to_thread(leftovers, base)
         assert os.getsid(daemon) != proc.pid and os.getsid(helper) != proc.pid  # out of the group
         # the daemon's parent exited: it was re-parented to us, the subreaper, not to init
-        assert int(Path(f"/proc/{daemon}/stat").read_text().rsplit(")", 1)[1].split()[1]) \
+        assert (
+            int(Path(f"/proc/{daemon}/stat").read_text().rsplit(")", 1)[1].split()[1])
             == os.getpid()
+        )
         await proc.stop(2)
         # give the SIGCHLD handler turns of the loop to reap the re-parented daemon
         for _ in range(100):
@@ -155,8 +175,12 @@ def test_an_app_that_exits_takes_what_it_left_behind_with_it(tmp_path, subreaper
 
     async def main():
         base = tmp_path / "exits"
-        proc = await AppProcess.start([PY, "-c", LEAVER, str(base), "1"], cwd=tmp_path,
-                                      env=app_env(tag), log_path=tmp_path / "app.log")
+        proc = await AppProcess.start(
+            [PY, "-c", LEAVER, str(base), "1"],
+            cwd=tmp_path,
+            env=app_env(tag),
+            log_path=tmp_path / "app.log",
+        )
         daemon, helper = await asyncio.to_thread(leftovers, base)
         code = await asyncio.wait_for(proc.exited, 10)
         await asyncio.wait_for(proc.stop(2), 15)  # after an exit: waits for the clearing
@@ -170,19 +194,25 @@ def test_an_app_that_exits_takes_what_it_left_behind_with_it(tmp_path, subreaper
 def test_hooks_and_installs_leave_no_daemon_behind(tmp_path):
     pidfile = tmp_path / "hook"
     (tmp_path / "leaver.py").write_text(LEAVER)
-    script = f"setsid sleep 300 & echo $! > {pidfile}.helper; " \
-             f"{PY} leaver.py {pidfile}.x & sleep 1; echo ok"
+    script = (
+        f"setsid sleep 300 & echo $! > {pidfile}.helper; "
+        f"{PY} leaver.py {pidfile}.x & sleep 1; echo ok"
+    )
     log = tmp_path / "logs" / "app.log"
 
     async def main():
-        await run_hooks([("sh", "-c", script)], "install", cwd=tmp_path,
-                        env=child_environment({}), log_path=log)
+        await run_hooks(
+            [("sh", "-c", script)], "install", cwd=tmp_path, env=child_environment({}), log_path=log
+        )
 
     asyncio.run(main())
     helper = int(Path(f"{pidfile}.helper").read_text())
     daemon = int(Path(f"{pidfile}.x.daemon").read_text())
-    wait_until(lambda: not alive(helper) and not alive(daemon), 10,
-               "the hook's helper and daemon to be stopped")
+    wait_until(
+        lambda: not alive(helper) and not alive(daemon),
+        10,
+        "the hook's helper and daemon to be stopped",
+    )
     assert "--- huddle: install: sh -c" in log.read_text() and "ok" in log.read_text()
 
 
@@ -194,8 +224,9 @@ def test_the_agents_huddle_settings_never_reach_an_app_or_a_hook(tmp_path, monke
     monkeypatch.setenv("HUDDLE_KEY", "manifest-key")
     monkeypatch.setenv("HUDDLE_LOG_LEVEL", "debug")
     monkeypatch.setenv("KEEP_ME", "yes")
-    env = child_environment({TAG_VAR: "t:env", "HUDDLE_APP_NAME": "env",
-                             "HUDDLE_COMMIT": "abc", "GREETING": "hi"})
+    env = child_environment(
+        {TAG_VAR: "t:env", "HUDDLE_APP_NAME": "env", "HUDDLE_COMMIT": "abc", "GREETING": "hi"}
+    )
     log = tmp_path / "app.log"
     dump = [PY, "-c", "import os; print(sorted(os.environ.items()))"]
 
@@ -210,8 +241,13 @@ def test_the_agents_huddle_settings_never_reach_an_app_or_a_hook(tmp_path, monke
     assert text.count("('GREETING', 'hi')") == 2 and text.count("('KEEP_ME', 'yes')") == 2
     assert text.count("('HUDDLE_APP_NAME', 'env')") == 2
     assert secret not in text and "manifest-key" not in text
-    for name in ("HUDDLE_MQTT", "HUDDLE_STATE_DIR", "HUDDLE_DEVICE_ID", "HUDDLE_KEY",
-                 "HUDDLE_LOG_LEVEL"):
+    for name in (
+        "HUDDLE_MQTT",
+        "HUDDLE_STATE_DIR",
+        "HUDDLE_DEVICE_ID",
+        "HUDDLE_KEY",
+        "HUDDLE_LOG_LEVEL",
+    ):
         assert f"'{name}'" not in text
 
 
@@ -220,16 +256,18 @@ def test_a_flooding_app_never_takes_the_logs_over_their_cap(tmp_path):
     log = logs / "flood.log"
     cap = 256 * 1024
     AppLog.for_path(log).max_bytes = cap
-    flood = [PY, "-c", "import sys\nline = b'x' * 99 + b'\\n'\nwhile True: "
-             "sys.stdout.buffer.write(line * 1000)"]
+    flood = [
+        PY,
+        "-c",
+        "import sys\nline = b'x' * 99 + b'\\n'\nwhile True: sys.stdout.buffer.write(line * 1000)",
+    ]
 
     def logs_size() -> tuple:
         sizes = log_sizes(logs)
         return max(sizes, default=0), sum(sizes), len(sizes)
 
     async def main():
-        proc = await AppProcess.start(flood, cwd=tmp_path, env=child_environment({}),
-                                      log_path=log)
+        proc = await AppProcess.start(flood, cwd=tmp_path, env=child_environment({}), log_path=log)
         peak_file = peak_total = peak_freeing = 0
         written = 0
         for _ in range(200):  # about 2 s of flooding, sampled every 10 ms
@@ -272,13 +310,16 @@ AGENT_SCRIPT = textwrap.dedent("""
 
 def test_an_app_outlives_its_sigkilled_agent_and_its_log_resumes_on_adoption(tmp_path):
     log = tmp_path / "logs" / "counter.log"
-    agent = subprocess.Popen([PY, "-c", AGENT_SCRIPT, str(log)], stdout=subprocess.PIPE,
-                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.getcwd()},
-                             start_new_session=True)
+    agent = subprocess.Popen(
+        [PY, "-c", AGENT_SCRIPT, str(log)],
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        start_new_session=True,
+    )
     pid = int(agent.stdout.readline())
     try:
-        wait_until(lambda: log.exists() and log.read_text().count("\n") > 50, 10,
-                   "the first lines")
+        wait_until(lambda: log.exists() and log.read_text().count("\n") > 50, 10, "the first lines")
         agent.kill()
         agent.wait()
         time.sleep(1.0)  # the app writes on with no agent reading its pipe
@@ -349,10 +390,15 @@ def small_tmpfs(tmp_path):
 
 
 def run_fallback_agent(tmp_path: Path, log: Path, lines: int, steps=()) -> tuple:
-    agent = subprocess.Popen([PY, "-c", FALLBACK_SCRIPT, str(log), str(lines)],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, cwd=tmp_path, text=True,
-                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    agent = subprocess.Popen(
+        [PY, "-c", FALLBACK_SCRIPT, str(log), str(lines)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert agent.stdout.readline().startswith("started")
     for step in steps:
         step()
@@ -361,7 +407,8 @@ def run_fallback_agent(tmp_path: Path, log: Path, lines: int, steps=()) -> tuple
 
 
 def test_a_read_only_log_dir_sends_output_to_the_agents_stderr_and_says_so_once(
-        tmp_path, small_tmpfs):
+    tmp_path, small_tmpfs
+):
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     log = small_tmpfs / "logs" / "app.log"
     out, err = run_fallback_agent(tmp_path, log, 5)
@@ -372,8 +419,7 @@ def test_a_read_only_log_dir_sends_output_to_the_agents_stderr_and_says_so_once(
     assert out.count("Read-only file system") == 1  # on_problem was told once
 
 
-def test_a_full_log_dir_falls_back_to_stderr_and_heals_when_space_returns(tmp_path,
-                                                                          small_tmpfs):
+def test_a_full_log_dir_falls_back_to_stderr_and_heals_when_space_returns(tmp_path, small_tmpfs):
     log = small_tmpfs / "logs" / "app.log"
     log.parent.mkdir()
     filler = small_tmpfs / "filler"
@@ -401,8 +447,6 @@ def test_a_full_log_dir_falls_back_to_stderr_and_heals_when_space_returns(tmp_pa
 
 
 # -- through `huddle run` ------------------------------------------------------------------
-from tests.gitutil import (Origin, agent_factory, app_config, free_port,  # noqa: E402,F401
-                           http_get, write_config)
 
 
 def wrapped_app(tmp_path: Path, before_app: str, **sections) -> tuple:
@@ -410,8 +454,9 @@ def wrapped_app(tmp_path: Path, before_app: str, **sections) -> tuple:
     origin = Origin(tmp_path / "remotes", "web")
     port = free_port()
     start = ["sh", "-c", f"{before_app}\nexec {PY} app.py {port}"]
-    config = app_config(origin.url, tmp_path / "apps" / "web", port,
-                        application={"start": start}, **sections)
+    config = app_config(
+        origin.url, tmp_path / "apps" / "web", port, application={"start": start}, **sections
+    )
     return origin, port, write_config(tmp_path / "configs" / "web.json", config)
 
 
@@ -419,12 +464,18 @@ def test_run_stops_what_each_deploy_left_behind_and_nothing_piles_up(tmp_path, a
     pids = tmp_path / "helpers.pid"
     origin, port, config = wrapped_app(tmp_path, f"setsid sleep 300 & echo $! >> {pids}")
     agent = agent_factory().start(config)
-    helpers = lambda: [int(p) for p in pids.read_text().split()] if pids.exists() else []  # noqa: E731
+
+    def helpers() -> list[int]:
+        return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+
     for n in range(1, 6):  # five deploys
         agent.wait_good("web", origin.app_commit(f"v{n}"))
-        wait_until(lambda: len(helpers()) >= n, 10, f"deploy {n}'s helper")
-        wait_until(lambda: sum(alive(p) for p in helpers()) == 1, 10,
-                   "the earlier deploys' helpers to be stopped")
+        wait_until(lambda n=n: len(helpers()) >= n, 10, f"deploy {n}'s helper")
+        wait_until(
+            lambda: sum(alive(p) for p in helpers()) == 1,
+            10,
+            "the earlier deploys' helpers to be stopped",
+        )
     assert alive(helpers()[-1])
     assert agent.stop() == 0
     wait_until(lambda: not any(alive(p) for p in helpers()), 10, "every helper stopped")
@@ -433,9 +484,14 @@ def test_run_stops_what_each_deploy_left_behind_and_nothing_piles_up(tmp_path, a
 def test_run_keeps_the_agents_huddle_settings_from_the_app(tmp_path, agent_factory):
     origin, port, config = wrapped_app(tmp_path, "true")
     v1 = origin.app_commit("v1")
-    agent = agent_factory().start(config, env={"HUDDLE_KEY": "manifest-key",
-                                               "HUDDLE_DEVICE_ID": "dev-1",
-                                               "HUDDLE_LOG_LEVEL": "debug"})
+    agent = agent_factory().start(
+        config,
+        env={
+            "HUDDLE_KEY": "manifest-key",
+            "HUDDLE_DEVICE_ID": "dev-1",
+            "HUDDLE_LOG_LEVEL": "debug",
+        },
+    )
     agent.wait_good("web", v1)
     assert http_get(port, "/env/HUDDLE_APP_NAME") == (200, "web")
     for name in ("HUDDLE_KEY", "HUDDLE_DEVICE_ID", "HUDDLE_LOG_LEVEL"):
@@ -453,8 +509,9 @@ def test_run_resumes_an_adopted_apps_log(tmp_path, agent_factory):
     agent.start(config)
     wait_until(lambda: f"adopted running pid {pid}" in agent.output(), 20, "the adoption")
     seen = agent.app_log("web").count("tick")
-    wait_until(lambda: agent.app_log("web").count("tick") > seen + 5, 10,
-               "ticks logged after the adoption")
+    wait_until(
+        lambda: agent.app_log("web").count("tick") > seen + 5, 10, "ticks logged after the adoption"
+    )
     assert alive(pid)
     assert agent.stop() == 0
 
@@ -472,8 +529,9 @@ while True:
 
 
 def test_run_holds_the_log_cap_while_an_app_floods(tmp_path, agent_factory):
-    origin, port, config = wrapped_app(tmp_path, f"{PY} flood.py &",
-                                       health={"grace": 3, "retries": 4})
+    origin, port, config = wrapped_app(
+        tmp_path, f"{PY} flood.py &", health={"grace": 3, "retries": 4}
+    )
     v1 = origin.app_commit("v1", extra={"flood.py": FLOOD_PY})
     agent = agent_factory().start(config)
     agent.wait_good("web", v1)

@@ -1,6 +1,7 @@
 """GitRepo against real git and real remotes: file://, git:// (git daemon) and smart HTTP
 (git http-backend); clone, remote checks, one-round-trip change detection, updates that keep
 untracked files, submodules, refusals, dead/auth-demanding/hanging remotes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,17 @@ import pytest
 
 from huddle.errors import GitError
 from huddle.git import GitRepo
-from tests.gitutil import (Origin, SmartHTTP, alive, closed_port, git, git_daemon,  # noqa: F401
-                           git_subcommand, git_wrapper, read_calls, smart_http, wait_until)
+from tests.gitutil import (
+    Origin,
+    SmartHTTP,
+    alive,
+    closed_port,
+    git,
+    git_subcommand,
+    git_wrapper,
+    read_calls,
+    wait_until,
+)
 
 
 def run(coro):
@@ -88,14 +98,14 @@ def test_empty_remote_path_uses_the_clones_remote(tmp_path):
     tree = tmp_path / "tree"
     git("clone", "-q", origin.url, tree)
     repo = GitRepo(tree)
-    run(repo.ensure_remote("origin", ""))           # configured already: fine
+    run(repo.ensure_remote("origin", ""))  # configured already: fine
     assert run(repo.remote_head("origin", "main")) == first
     with pytest.raises(GitError, match="`remote path` is empty"):
         run(repo.ensure_remote("upstream", ""))
     run(repo.ensure_remote("upstream", origin.url))  # added
     assert git("remote", "get-url", "upstream", cwd=tree) == origin.url
     other = Origin(tmp_path / "remotes2")
-    run(repo.ensure_remote("upstream", other.url))   # moved
+    run(repo.ensure_remote("upstream", other.url))  # moved
     assert git("remote", "get-url", "upstream", cwd=tree) == other.url
 
 
@@ -115,11 +125,11 @@ def test_update_keeps_untracked_and_ignored_files_discards_tracked_edits(tmp_pat
     origin.commit({"a.txt": "one\n", "gone.txt": "bye\n", ".gitignore": "*.cache\n"})
     repo = GitRepo(tmp_path / "tree")
     run(repo.clone(origin.url, "origin", "main"))
-    (repo.path / "data.db").write_text("user data")          # untracked
-    (repo.path / "thing.cache").write_text("cache")         # ignored
+    (repo.path / "data.db").write_text("user data")  # untracked
+    (repo.path / "thing.cache").write_text("cache")  # ignored
     (repo.path / "uploads").mkdir()
     (repo.path / "uploads" / "u.bin").write_text("upload")  # untracked dir
-    (repo.path / "a.txt").write_text("local edit\n")         # tracked edit
+    (repo.path / "a.txt").write_text("local edit\n")  # tracked edit
     second = origin.commit({"a.txt": "two\n", "gone.txt": None, "new.txt": "new\n"})
     assert run(update(repo)) == second
     assert (repo.path / "a.txt").read_text() == "two\n"
@@ -142,8 +152,16 @@ def test_submodules_follow_the_superprojects_pointer(git_daemon, tmp_path):
     sub = Origin(git_daemon.base_path, "lib")
     sub_first = sub.commit({"lib.txt": "lib v1\n"})
     sup = Origin(git_daemon.base_path, "super")
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q",
-        git_daemon.url("lib.git"), "lib", cwd=sup.work)
+    git(
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        git_daemon.url("lib.git"),
+        "lib",
+        cwd=sup.work,
+    )
     sup.commit({"main.txt": "main\n"}, "with submodule")
     repo = GitRepo(tmp_path / "tree")
     run(repo.clone(git_daemon.url("super.git"), "origin", "main"))
@@ -164,8 +182,12 @@ def test_submodules_follow_the_superprojects_pointer(git_daemon, tmp_path):
 def test_option_like_or_invalid_branch_names_are_refused_before_git_runs(tmp_path, branch):
     calls = tmp_path / "calls.log"
     repo = GitRepo(tmp_path / "tree", executable=str(git_wrapper(tmp_path / "git", calls)))
-    for call in (repo.remote_head("origin", branch), repo.fetch("origin", branch),
-                 repo.checkout("0" * 40, branch), repo.clone("file:///x", "origin", branch)):
+    for call in (
+        repo.remote_head("origin", branch),
+        repo.fetch("origin", branch),
+        repo.checkout("0" * 40, branch),
+        repo.clone("file:///x", "origin", branch),
+    ):
         with pytest.raises(GitError, match="refuses branch name"):
             run(call)
     with pytest.raises(GitError, match="refuses"):
@@ -241,8 +263,7 @@ def test_credentials_in_the_remote_url_never_reach_the_error(tmp_path, userinfo)
     for call in (repo.remote_head("origin", "main"), repo.fetch("origin", "main")):
         with pytest.raises(GitError) as info:
             run(call)
-        assert "s3cret" not in " ".join([str(info.value), info.value.stderr,
-                                         *info.value.argv])
+        assert "s3cret" not in " ".join([str(info.value), info.value.stderr, *info.value.argv])
     with pytest.raises(GitError) as info:
         run(repo.ensure_remote("origin", f"-{url}"))
     assert "s3cret" not in str(info.value)

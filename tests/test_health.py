@@ -5,6 +5,7 @@ loop. `run` fails a test on anything the loop or the garbage collector complains
 (unclosed transports or sockets, "Task exception was never retrieved"), so leaks are
 failures too. Timeouts are short (0.3 s) and only hang guards are timed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,6 +89,7 @@ def socket_cfg(port, **kw):
 
 def replying(*parts, pause_s=0.0, then_close=True):
     """A handler that reads the request, writes `parts` (pausing between them), closes."""
+
     async def handler(peer, reader, writer):
         await peer.read_request(reader)
         for part in parts:
@@ -99,11 +101,12 @@ def replying(*parts, pause_s=0.0, then_close=True):
             writer.close()
         else:
             await asyncio.Event().wait()
+
     return handler
 
 
 async def silent(peer, reader, writer):
-    await asyncio.Event().wait()   # accept, then never say a word
+    await asyncio.Event().wait()  # accept, then never say a word
 
 
 async def check_against(handler, make_cfg=http_cfg, **kw) -> HealthResult:
@@ -126,11 +129,13 @@ OK_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 # -- http statuses ------------------------------------------------------------------------
 
+
 def test_http_200_passes_and_sends_a_proper_request():
     async def scenario():
         async with Peer(replying(OK_200)) as peer:
             result = await check(http_cfg(peer.port, path="/healthz"))
             return result, peer.requests[0], peer.port
+
     result, request, port = run(scenario())
     assert result.ok, result
     assert result.detail.startswith("HTTP 200 in ") and result.detail.endswith(" ms")
@@ -168,6 +173,7 @@ def test_interim_103_is_skipped():
 
 # -- connection failures and hostile peers ------------------------------------------------
 
+
 def test_connection_refused():
     result = run(check(http_cfg(free_port())))
     assert not result.ok and result.detail == "connect refused"
@@ -186,12 +192,15 @@ def test_trickling_peer_times_out():
     assert "timeout" in result.detail
 
 
-@pytest.mark.parametrize("reply", [
-    b"SSH-2.0-OpenSSH_9.6\r\n",                 # not HTTP at all, and no end of headers
-    b"HTTP/1.1 OK\r\n\r\n",                     # no status code
-    b"HTTP/1.1 2000 OK\r\n\r\n",                # four digits
-    b"\x16\x03\x01\x00\xa5\x01\x00\x00",        # a TLS record
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n",  # not HTTP at all, and no end of headers
+        b"HTTP/1.1 OK\r\n\r\n",  # no status code
+        b"HTTP/1.1 2000 OK\r\n\r\n",  # four digits
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00",  # a TLS record
+    ],
+)
 def test_garbage_status_line_fails_clearly(reply):
     result = http_check(replying(reply, then_close=False))
     assert not result.ok
@@ -204,7 +213,7 @@ def test_malformed_header_fails():
 
 
 def test_oversized_headers_fail():
-    pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 100) for i in range(200))   # ~22 KiB
+    pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 100) for i in range(200))  # ~22 KiB
     result = http_check(replying(b"HTTP/1.1 200 OK\r\n" + pad + b"\r\n"))
     assert not result.ok and result.detail == "headers exceed 16 KiB"
 
@@ -225,10 +234,12 @@ def test_reset_mid_response_fails():
         await peer.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nX-Half: ")
         await writer.drain()
-        await asyncio.sleep(0.05)   # let the checker read that far and wait for more
+        await asyncio.sleep(0.05)  # let the checker read that far and wait for more
         writer.get_extra_info("socket").setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort()    # linger 0: the close is a RST
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        writer.transport.abort()  # linger 0: the close is a RST
+
     result = http_check(resetting)
     assert not result.ok
     assert result.detail == "connection reset reading headers"
@@ -236,14 +247,17 @@ def test_reset_mid_response_fails():
 
 # -- bodies -------------------------------------------------------------------------------
 
+
 def endless_body(first=b""):
     """Headers of a close-delimited body, `first`, then 'x' forever."""
+
     async def handler(peer, reader, writer):
         await peer.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + first)
         while True:
             writer.write(b"x" * 65536)
             await writer.drain()
+
     return handler
 
 
@@ -265,10 +279,15 @@ def test_huge_body_with_the_expected_bytes_early_passes():
 
 
 def test_chunked_body_with_expect_split_across_chunks():
-    reply = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-             b"6;ext=1\r\nstate:\r\n", b"2\r\nPO\r\n", b"2\r\nNG\r\n", b"0\r\n\r\n")
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"6;ext=1\r\nstate:\r\n",
+        b"2\r\nPO\r\n",
+        b"2\r\nNG\r\n",
+        b"0\r\n\r\n",
+    )
     result = http_check(replying(*reply, pause_s=0.02), expect=b"state:PONG")
-    assert result.ok, result   # only the decoded body holds b"state:PONG"
+    assert result.ok, result  # only the decoded body holds b"state:PONG"
 
 
 def test_chunked_body_without_expect_fails():
@@ -292,8 +311,8 @@ def test_close_delimited_body():
 
 def test_content_length_body_ends_where_it_says():
     sized = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nstate: OK"
-    assert http_check(replying(sized, then_close=False), expect=b"OK").ok   # no EOF needed
-    result = http_check(replying(sized + b"PONG"), expect=b"PONG")          # beyond the length
+    assert http_check(replying(sized, then_close=False), expect=b"OK").ok  # no EOF needed
+    result = http_check(replying(sized + b"PONG"), expect=b"PONG")  # beyond the length
     assert not result.ok and "not in body" in result.detail
 
 
@@ -305,6 +324,7 @@ def test_timeout_reading_body():
 
 # -- socket checks ------------------------------------------------------------------------
 
+
 def echoing(reply, *, close_early=False):
     async def handler(peer, reader, writer):
         peer.requests.append(await reader.readline())
@@ -312,7 +332,8 @@ def echoing(reply, *, close_early=False):
             return
         writer.write(reply)
         await writer.drain()
-        await asyncio.Event().wait()   # stay open: the check must stop at the match
+        await asyncio.Event().wait()  # stay open: the check must stop at the match
+
     return handler
 
 
@@ -326,8 +347,7 @@ def test_socket_send_and_expect():
 
 
 def test_socket_wrong_reply_fails():
-    result = socket_check(echoing(b"NOPE\n"), send=b"PING\n", expect=b"PONG",
-                          timeout_s=SHORT_S)
+    result = socket_check(echoing(b"NOPE\n"), send=b"PING\n", expect=b"PONG", timeout_s=SHORT_S)
     assert not result.ok
     assert result.detail == "timeout waiting for b'PONG' after 0.3 s"
 
@@ -348,6 +368,7 @@ def test_original_watchdog_ping_pong():
         async with Peer(echoing(b"pong\n")) as peer:
             result = await check(socket_cfg(peer.port, send=b"ping\n", expect=b"pong"))
             return result, peer.requests
+
     result, requests = run(scenario())
     assert result.ok, result
     assert requests == [b"ping\n"]
@@ -355,12 +376,15 @@ def test_original_watchdog_ping_pong():
 
 # -- the loop -----------------------------------------------------------------------------
 
+
 def test_twenty_stalled_checks_share_one_loop():
     async def scenario():
         async with Peer(silent) as peer:
             cfg = http_cfg(peer.port, timeout_s=SHORT_S)
             return await asyncio.wait_for(
-                asyncio.gather(*(check(cfg) for _ in range(20))), HANG_GUARD_S / 2)
+                asyncio.gather(*(check(cfg) for _ in range(20))), HANG_GUARD_S / 2
+            )
+
     results = run(scenario())
     assert len(results) == 20
     assert all(not r.ok and r.detail.startswith("timeout") for r in results)
@@ -374,7 +398,8 @@ def test_cancelled_check_leaks_nothing():
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-    run(scenario())   # `run` fails on the unclosed transport a leak would leave
+
+    run(scenario())  # `run` fails on the unclosed transport a leak would leave
 
 
 def test_type_none_passes():
@@ -383,14 +408,17 @@ def test_type_none_passes():
 
 def test_elapsed_comes_from_the_clock_seam():
     ticks = iter([100.0, 100.005, 100.007])
+
     async def scenario():
         async with Peer(replying(OK_200)) as peer:
             return await check(http_cfg(peer.port), clock=lambda: next(ticks))
+
     result = run(scenario())
     assert result.detail == "HTTP 200 in 5 ms" and result.elapsed_s == pytest.approx(0.007)
 
 
 # -- names --------------------------------------------------------------------------------
+
 
 class FakeLookup:
     def __init__(self, answer="127.0.0.1", delay_s=0.0):
@@ -407,9 +435,13 @@ class FakeLookup:
 def test_localhost_and_literals_need_no_lookup():
     lookup = FakeLookup(answer=OSError("must not be called"))
     resolver = Resolver(lookup)
+
     async def scenario():
-        return [await resolver.resolve(h) for h in ("localhost", "app.localhost", "10.0.0.1",
-                                                    "::1", "[::1]")]
+        return [
+            await resolver.resolve(h)
+            for h in ("localhost", "app.localhost", "10.0.0.1", "::1", "[::1]")
+        ]
+
     assert run(scenario()) == ["127.0.0.1", "127.0.0.1", "10.0.0.1", "::1", "::1"]
     assert lookup.names == []
 
@@ -417,12 +449,14 @@ def test_localhost_and_literals_need_no_lookup():
 def test_names_are_looked_up_once_and_cached():
     lookup = FakeLookup(delay_s=0.05)
     resolver = Resolver(lookup)
+
     async def scenario():
         async with Peer(replying(OK_200)) as peer:
             cfg = HealthConfig(type="http", host="App.Example", port=peer.port)
             first = await asyncio.gather(*(check(cfg, resolver=resolver) for _ in range(5)))
             again = await check(cfg, resolver=resolver)
             return first + [again]
+
     results = run(scenario())
     assert all(r.ok for r in results), results
     assert lookup.names == ["app.example"]
@@ -432,12 +466,14 @@ def test_expired_answers_are_looked_up_again():
     now = [0.0]
     lookup = FakeLookup()
     resolver = Resolver(lookup, ttl_s=60.0, clock=lambda: now[0])
+
     async def scenario():
         await resolver.resolve("db")
         now[0] = 59.0
         await resolver.resolve("db")
         now[0] = 61.0
         await resolver.resolve("db")
+
     run(scenario())
     assert lookup.names == ["db", "db"]
 
@@ -453,16 +489,19 @@ def test_unresolvable_name_fails_the_check():
 def test_slow_lookup_is_bounded_by_the_check_deadline():
     resolver = Resolver(FakeLookup(delay_s=HANG_GUARD_S))
     cfg = HealthConfig(type="socket", host="slow.example", port=1, timeout_s=SHORT_S)
+
     async def scenario():
         result = await check(cfg, resolver=resolver)
         for task in asyncio.all_tasks() - {asyncio.current_task()}:
-            task.cancel()   # the shared lookup outlives one check by design; end it here
+            task.cancel()  # the shared lookup outlives one check by design; end it here
         return result
+
     result = run(scenario())
     assert not result.ok and result.detail == "timeout resolving slow.example after 0.3 s"
 
 
 # -- closing ------------------------------------------------------------------------------
+
 
 def test_failed_check_resets_and_passed_check_closes():
     async def watching(peer, reader, writer):

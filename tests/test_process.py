@@ -1,5 +1,6 @@
 """AppProcess against real processes: log capture, group stop, SIGKILL escalation, adoption
 through a pidfd, identity by /proc start time, the HUDDLE_APP tag scan, log rotation."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,7 @@ import subprocess
 import sys
 import time
 
-from huddle.process import (TAG_VAR, AppProcess, boot_id, find_tagged, is_same_process,
-                            start_time)
+from huddle.process import TAG_VAR, AppProcess, boot_id, find_tagged, is_same_process, start_time
 from tests.gitutil import alive, wait_until
 
 PY = sys.executable
@@ -19,17 +19,22 @@ PY = sys.executable
 def test_start_logs_output_and_stop_terminates_the_group(tmp_path):
     log = tmp_path / "logs" / "app.log"
     pidfile = tmp_path / "child.pid"
-    script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '300']); "
-              f"open({str(pidfile)!r}, 'w').write(str(p.pid)); "
-              f"print('hello out', flush=True); import sys; print('hello err', file=sys.stderr, "
-              f"flush=True); time.sleep(300)")
+    script = (
+        f"import subprocess, time; p = subprocess.Popen(['sleep', '300']); "
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); "
+        f"print('hello out', flush=True); import sys; print('hello err', file=sys.stderr, "
+        f"flush=True); time.sleep(300)"
+    )
 
     async def main():
-        proc = await AppProcess.start([PY, "-c", script], cwd=tmp_path,
-                                      env={**os.environ, TAG_VAR: "t:x"}, log_path=log)
+        proc = await AppProcess.start(
+            [PY, "-c", script], cwd=tmp_path, env={**os.environ, TAG_VAR: "t:x"}, log_path=log
+        )
         assert proc.running and not proc.adopted
         assert os.getpgid(proc.pid) == proc.pid and os.getsid(proc.pid) == proc.pid
-        await asyncio.wait_for(_until(lambda: pidfile.exists() and "hello err" in log.read_text()), 10)
+        await asyncio.wait_for(
+            _until(lambda: pidfile.exists() and "hello err" in log.read_text()), 10
+        )
         code = await proc.stop(5)
         return proc, code
 
@@ -42,13 +47,16 @@ def test_start_logs_output_and_stop_terminates_the_group(tmp_path):
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
-    script = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-              "print('ready', flush=True); time.sleep(300)")
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(300)"
+    )
     log = tmp_path / "app.log"
 
     async def main():
-        proc = await AppProcess.start([PY, "-c", script], cwd=tmp_path, env=dict(os.environ),
-                                      log_path=log)
+        proc = await AppProcess.start(
+            [PY, "-c", script], cwd=tmp_path, env=dict(os.environ), log_path=log
+        )
         await asyncio.wait_for(_until(lambda: "ready" in log.read_text()), 10)
         started = time.monotonic()
         code = await proc.stop(0.5)
@@ -63,8 +71,9 @@ def test_start_of_a_missing_program_is_a_huddle_error(tmp_path):
     from huddle.errors import HuddleError
 
     async def main():
-        await AppProcess.start(["/nonexistent/program", "x"], cwd=tmp_path, env={},
-                               log_path=tmp_path / "a.log")
+        await AppProcess.start(
+            ["/nonexistent/program", "x"], cwd=tmp_path, env={}, log_path=tmp_path / "a.log"
+        )
 
     try:
         asyncio.run(main())
@@ -77,6 +86,7 @@ def test_start_of_a_missing_program_is_a_huddle_error(tmp_path):
 def test_adopt_watches_a_process_it_did_not_start():
     other = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
+
         async def main():
             proc = AppProcess.adopt(other.pid)
             assert proc is not None and proc.adopted and proc.running
@@ -106,7 +116,7 @@ def test_identity_is_start_time_and_boot_id():
         ticks = start_time(p.pid)
         assert ticks is not None
         assert is_same_process(p.pid, ticks, boot_id())
-        assert not is_same_process(p.pid, ticks + 1, boot_id())   # pid reused by another
+        assert not is_same_process(p.pid, ticks + 1, boot_id())  # pid reused by another
         assert not is_same_process(p.pid, ticks, "another-boot")  # recorded before a reboot
         assert not is_same_process(p.pid, None, None)
     finally:
@@ -126,8 +136,9 @@ def test_find_tagged_finds_group_leaders_with_the_tag():
     tag = f"test{os.getpid()}:app"
     env = {**os.environ, TAG_VAR: tag}
     leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], env=env, start_new_session=True)
-    other = subprocess.Popen(["sleep", "300"], env={**os.environ, TAG_VAR: tag + "-other"},
-                             start_new_session=True)
+    other = subprocess.Popen(
+        ["sleep", "300"], env={**os.environ, TAG_VAR: tag + "-other"}, start_new_session=True
+    )
     try:
         # the sh's sleep child carries the tag too but is not a group leader: one hit only
         wait_until(lambda: find_tagged(tag) == [leader.pid], 5, "the tagged leader")
@@ -155,8 +166,11 @@ def test_stop_of_a_hung_sigstopped_app_does_not_wait_for_the_kill_timeout(tmp_pa
 
     async def main():
         proc = await AppProcess.start(
-            [sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path,
-            env=dict(os.environ), log_path=tmp_path / "app.log")
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            log_path=tmp_path / "app.log",
+        )
         os.killpg(proc.pid, signal.SIGSTOP)
         return await proc.stop(timeout_s=60)
 

@@ -1,4 +1,5 @@
 """`huddle publish`: manifest format, idempotence, HMAC, refused trees and branches."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,14 +10,18 @@ import sys
 
 import pytest
 
-from huddle.errors import PublishError
 from huddle.board.publish import check_path, publish
+from huddle.errors import PublishError
 from tests.microutil import ROOT, Repo, git
 
 
 def _files():
-    return {"main.py": b"def main():\n    return None\n", "lib/util.py": b"X = 1\n",
-            "a b.txt": b"spaces in names\n", "empty": b""}
+    return {
+        "main.py": b"def main():\n    return None\n",
+        "lib/util.py": b"X = 1\n",
+        "a b.txt": b"spaces in names\n",
+        "empty": b"",
+    }
 
 
 def test_manifest_format_and_blobs(tmp_path):
@@ -30,13 +35,19 @@ def test_manifest_format_and_blobs(tmp_path):
     assert lines[2] == "branch main"
     assert lines[-1] == ""
     expected = sorted(_files().items(), key=lambda kv: kv[0].encode())
-    assert lines[3:-1] == [f"file {hashlib.sha256(d).hexdigest()} {len(d)} {p}"
-                           for p, d in expected]
+    assert lines[3:-1] == [
+        f"file {hashlib.sha256(d).hexdigest()} {len(d)} {p}" for p, d in expected
+    ]
     for _, data in expected:
         assert (out / "blobs" / hashlib.sha256(data).hexdigest()).read_bytes() == data
-    assert (summary.files, summary.bytes, summary.new_blobs) == (4, sum(map(len, _files().values())), 4)
-    assert sorted(os.listdir(out / "blobs")) == sorted(hashlib.sha256(d).hexdigest()
-                                                        for d in _files().values())
+    assert (summary.files, summary.bytes, summary.new_blobs) == (
+        4,
+        sum(map(len, _files().values())),
+        4,
+    )
+    assert sorted(os.listdir(out / "blobs")) == sorted(
+        hashlib.sha256(d).hexdigest() for d in _files().values()
+    )
 
 
 def test_reads_the_commit_not_the_working_copy(tmp_path):
@@ -86,9 +97,24 @@ def test_cli_summary_and_key_from_environment(tmp_path):
     repo.commit(_files())
     out = tmp_path / "out"
     env = dict(os.environ, HUDDLE_KEY="envkey")
-    proc = subprocess.run([sys.executable, "-m", "huddle", "publish", str(repo.path),
-                           "--branch", "main", "--out", str(out)], env=env, cwd=str(ROOT),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "huddle",
+            "publish",
+            str(repo.path),
+            "--branch",
+            "main",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "4 files" in proc.stdout and "4 new blobs" in proc.stdout and "signed" in proc.stdout
     body = (out / "manifest.txt").read_bytes()
@@ -108,25 +134,58 @@ def test_bad_branch_is_a_clear_error(tmp_path, branch):
 def test_cli_bad_branch_exits_1_without_traceback(tmp_path):
     repo = Repo(tmp_path / "repo")
     repo.commit({"a.py": b"1\n"})
-    proc = subprocess.run([sys.executable, "-m", "huddle", "publish", str(repo.path),
-                           "--branch", "missing", "--out", str(tmp_path / "o")], cwd=str(ROOT),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "huddle",
+            "publish",
+            str(repo.path),
+            "--branch",
+            "missing",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("huddle: ") and "Traceback" not in proc.stderr
 
 
 def test_not_a_repository_is_a_git_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "huddle", "publish", str(tmp_path / "empty"),
-                           "--branch", "main", "--out", str(tmp_path / "o")], cwd=str(ROOT),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "huddle",
+            "publish",
+            str(tmp_path / "empty"),
+            "--branch",
+            "main",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "git" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("name,reason", [
-    (b"..", "segment"), (b"a\nfile", "control"), (b"a\\b", "backslash"),
-    (b"\xff\xfe.py", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        (b"..", "segment"),
+        (b"a\nfile", "control"),
+        (b"a\\b", "backslash"),
+        (b"\xff\xfe.py", "UTF-8"),
+    ],
+)
 def test_refuses_unsafe_names_in_a_tree(tmp_path, name, reason):
     repo = Repo(tmp_path / "repo")
     repo.plumbing_commit([("100644", "blob", b"ok.py", b"1\n"), ("100644", "blob", name, b"x")])
@@ -153,5 +212,5 @@ def test_check_path_refuses(path):
 
 
 def test_check_path_accepts_ordinary_names():
-    assert check_path("dir/sub/file name.py".encode()) == "dir/sub/file name.py"
+    assert check_path(b"dir/sub/file name.py") == "dir/sub/file name.py"
     assert check_path("caf\u00e9.txt".encode()) == "caf\u00e9.txt"

@@ -1,4 +1,5 @@
 """run_command against real processes: timeouts kill the whole group, errors say what failed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -72,14 +73,18 @@ def test_huge_stderr_keeps_its_tail():
 
 
 def test_env_and_cwd_reach_the_command(tmp_path):
-    result = run(run_command(["sh", "-c", "echo $HUDDLE_T; pwd"], cwd=str(tmp_path),
-                             env={"HUDDLE_T": "yes", "PATH": "/usr/bin:/bin"}))
+    result = run(
+        run_command(
+            ["sh", "-c", "echo $HUDDLE_T; pwd"],
+            cwd=str(tmp_path),
+            env={"HUDDLE_T": "yes", "PATH": "/usr/bin:/bin"},
+        )
+    )
     assert result.stdout.split() == ["yes", str(tmp_path)]
 
 
 def test_stdin_is_not_a_terminal():
-    result = run(run_command(["sh", "-c", "test -t 0 && echo tty || echo notty; cat"],
-                             timeout_s=5))
+    result = run(run_command(["sh", "-c", "test -t 0 && echo tty || echo notty; cat"], timeout_s=5))
     assert result.stdout == "notty\n"  # and `cat` saw EOF at once: stdin is /dev/null
 
 
@@ -108,8 +113,9 @@ def test_success_is_not_held_up_by_a_detached_descendant(tmp_path):
 
 def test_leftovers_in_the_group_holding_the_pipes_are_killed(tmp_path):
     pidfile = tmp_path / "leftover.pid"
-    result = run(run_command(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; echo done"],
-                             timeout_s=20))
+    result = run(
+        run_command(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; echo done"], timeout_s=20)
+    )
     assert result.stdout == "done\n"
     leftover = int(pidfile.read_text())
     wait_until(lambda: not alive(leftover), 5, "the leftover sleep to be killed")

@@ -5,6 +5,7 @@ milliseconds, and deterministically. Only fakes may run on it: a real child proc
 socket would need real time to pass. A loop with nothing scheduled and nothing ready raises
 instead of hanging.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ import selectors
 
 
 class _VirtualSelector(selectors.BaseSelector):
-    def __init__(self, clock: "VirtualTimeLoop") -> None:
+    def __init__(self, clock: VirtualTimeLoop) -> None:
         self._real = selectors.DefaultSelector()
         self._loop = clock
 

@@ -8,12 +8,12 @@ accept), the heap the agent can expect, whether the board joins Wi-Fi (then `boa
 is written as its `boot.py`), how to reset it and whether TLS is usable. Unknown keys are
 errors, as in app configs, so a typo in a board file never passes silently.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from huddle.errors import BoardError
 
@@ -25,9 +25,19 @@ ROOT = _CHECKOUT if (_CHECKOUT / "micro").is_dir() else _PACKAGE / "_dist"
 BOARDS_DIR = ROOT / "boards"
 
 RESETS = ("machine", "soft")  # machine.reset() (mpremote `reset`), Ctrl-D (`soft-reset`)
-KEYS = {"description": str, "copy": dict, "config": str, "compile": (dict, bool),
-        "mpy": str, "heap_kb": int, "wifi": bool, "boot": str, "reset": str,
-        "tls": (bool, str), "notes": str}
+KEYS: dict[str, type | tuple[type, ...]] = {
+    "description": str,
+    "copy": dict,
+    "config": str,
+    "compile": (dict, bool),
+    "mpy": str,
+    "heap_kb": int,
+    "wifi": bool,
+    "boot": str,
+    "reset": str,
+    "tls": (bool, str),
+    "notes": str,
+}
 REQUIRED = ("description", "copy", "config", "compile", "heap_kb", "wifi", "reset", "tls")
 
 
@@ -37,11 +47,11 @@ class Board:
     description: str
     copy: dict  # glob relative to the repository -> board directory ending in "/"
     config: str  # board path of the device config
-    march: Optional[str]  # mpy-cross -march; None: copy sources as they are
-    mpy: Optional[str]  # .mpy version the firmware loads, e.g. "6.3"
+    march: str | None  # mpy-cross -march; None: copy sources as they are
+    mpy: str | None  # .mpy version the firmware loads, e.g. "6.3"
     heap_kb: int
     wifi: bool
-    boot: Optional[str]  # board path of the Wi-Fi boot shim (boards with wifi)
+    boot: str | None  # board path of the Wi-Fi boot shim (boards with wifi)
     reset: str
     tls: object  # True, False or "limited"
     notes: str = ""
@@ -79,8 +89,10 @@ def check_board(name: str, raw: object, where: str) -> Board:
     if bad:
         raise BoardError("\n".join(f"{where}: {k}: {r}" for k, r in bad))
     compile_ = raw["compile"]
-    if compile_ is True or (isinstance(compile_, dict) and
-                            (set(compile_) != {"march"} or not isinstance(compile_["march"], str))):
+    if compile_ is True or (
+        isinstance(compile_, dict)
+        and (set(compile_) != {"march"} or not isinstance(compile_["march"], str))
+    ):
         bad.append(("compile", 'false or {"march": ARCH}'))
     elif compile_ and not raw.get("mpy"):
         bad.append(("mpy", "required when compiling (the firmware's .mpy version, e.g. 6.3)"))
@@ -90,15 +102,24 @@ def check_board(name: str, raw: object, where: str) -> Board:
     if raw["reset"] not in RESETS:
         bad.append(("reset", "must be " + " or ".join(RESETS)))
     if raw["tls"] not in (True, False, "limited"):
-        bad.append(("tls", "must be true, false or \"limited\""))
+        bad.append(("tls", 'must be true, false or "limited"'))
     if raw["wifi"] and not raw.get("boot"):
         bad.append(("boot", "required on a board with wifi (where the boot shim goes)"))
     if raw["heap_kb"] <= 0:
         bad.append(("heap_kb", "must be > 0"))
     if bad:
         raise BoardError("\n".join(f"{where}: {k}: {r}" for k, r in bad))
-    return Board(name=name, description=raw["description"], copy=dict(raw["copy"]),
-                 config=raw["config"], march=compile_["march"] if compile_ else None,
-                 mpy=raw.get("mpy"), heap_kb=raw["heap_kb"], wifi=raw["wifi"],
-                 boot=raw.get("boot"), reset=raw["reset"], tls=raw["tls"],
-                 notes=raw.get("notes", ""))
+    return Board(
+        name=name,
+        description=raw["description"],
+        copy=dict(raw["copy"]),
+        config=raw["config"],
+        march=compile_["march"] if compile_ else None,
+        mpy=raw.get("mpy"),
+        heap_kb=raw["heap_kb"],
+        wifi=raw["wifi"],
+        boot=raw.get("boot"),
+        reset=raw["reset"],
+        tls=raw["tls"],
+        notes=raw.get("notes", ""),
+    )

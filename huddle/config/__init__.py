@@ -12,25 +12,47 @@ other modules import them from `huddle.config`); text to raw sections in
 `huddle.config.checker`. Durations end in `_s` and are floats in seconds; commands are argv
 tuples; the app's name is the file's stem.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from huddle.config.checker import HEALTH_TYPES, ConfigChecker
 from huddle.config.reader import SECTIONS, SUFFIXES
-from huddle.config.types import (AppConfig, ApplicationConfig, Command, HealthConfig,
-                                RepositoryConfig, ScriptsConfig, TimingConfig, parse_command,
-                                ref_name_problem)
+from huddle.config.types import (
+    AppConfig,
+    ApplicationConfig,
+    Command,
+    HealthConfig,
+    RepositoryConfig,
+    ScriptsConfig,
+    TimingConfig,
+    parse_command,
+    ref_name_problem,
+)
 from huddle.errors import ConfigError, ConfigErrors
 
-__all__ = ["AppConfig", "ApplicationConfig", "Command", "HealthConfig", "RepositoryConfig",
-           "ScriptsConfig", "TimingConfig", "HEALTH_TYPES", "SECTIONS", "SUFFIXES", "load_file",
-           "load_paths",
-           "parse_command", "ref_name_problem"]
+__all__ = [
+    "AppConfig",
+    "ApplicationConfig",
+    "Command",
+    "HealthConfig",
+    "RepositoryConfig",
+    "ScriptsConfig",
+    "TimingConfig",
+    "HEALTH_TYPES",
+    "SECTIONS",
+    "SUFFIXES",
+    "load_file",
+    "load_paths",
+    "parse_command",
+    "ref_name_problem",
+]
 
 # -- loading -------------------------------------------------------------------------------
+
 
 def load_file(path: Path) -> AppConfig:
     """Parse and validate one file; raises ConfigErrors listing every problem in it."""
@@ -42,8 +64,9 @@ def load_file(path: Path) -> AppConfig:
     return app
 
 
-def load_paths(paths: Sequence[Path], state_dir: Path | None = None
-               ) -> tuple[list[AppConfig], list[ConfigError]]:
+def load_paths(
+    paths: Sequence[Path], state_dir: Path | None = None
+) -> tuple[list[AppConfig], list[ConfigError]]:
     """Expand directories (skipping `_`-prefixed files), load each config; return the valid
     configs and every problem found, so `run` can skip bad files and `check` can list them.
 
@@ -57,7 +80,7 @@ def load_paths(paths: Sequence[Path], state_dir: Path | None = None
         for file in _expand(path, problems):
             real = os.path.realpath(file)
             if real in seen:
-                continue                          # the same file named twice: load it once
+                continue  # the same file named twice: load it once
             seen.add(real)
             try:
                 app = load_file(file)
@@ -76,15 +99,25 @@ def _expand(path: Path, problems: list[ConfigError]) -> list[Path]:
     """The config files `path` names: itself, or a directory's `*.json` and `*.ini`."""
     if path.is_dir():
         try:
-            found = sorted(p for p in path.iterdir()
-                           if p.suffix.lower() in SUFFIXES and p.is_file()
-                           and not p.name.startswith(("_", ".")))
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in SUFFIXES
+                and p.is_file()
+                and not p.name.startswith(("_", "."))
+            )
         except OSError as exc:
             problems.append(ConfigError(str(path), "-", f"cannot list: {exc.strerror}"))
             return []
         if not found:
-            problems.append(ConfigError(str(path), "-", "no .json or .ini app configs in this "
-                                        "directory (names starting with _ are skipped)"))
+            problems.append(
+                ConfigError(
+                    str(path),
+                    "-",
+                    "no .json or .ini app configs in this "
+                    "directory (names starting with _ are skipped)",
+                )
+            )
         return found
     if not path.exists():
         problems.append(ConfigError(str(path), "-", "no such file or directory"))
@@ -102,15 +135,24 @@ def _clash(app: AppConfig, earlier: list[AppConfig]) -> tuple[str, str] | None:
     tree = os.path.realpath(app.repository.local_path)
     for other in earlier:
         theirs = os.path.realpath(other.repository.local_path)
-        how = ("is already" if theirs == tree else "is inside" if _within(tree, theirs)
-               else "holds" if _within(theirs, tree) else None)
+        how = (
+            "is already"
+            if theirs == tree
+            else "is inside"
+            if _within(tree, theirs)
+            else "holds"
+            if _within(theirs, tree)
+            else None
+        )
         if how:
             # one git tree inside another: each deploy would see the other's files as
             # untracked, and a checkout of the outer one could replace the inner one
-            return ("repository.local path",
-                    f"{str(app.repository.local_path)!r} {how} the working tree of "
-                    f"app {other.name!r} ({other.source}); each app needs its own"
-                    + ("" if theirs == tree else ", not nested in another"))
+            return (
+                "repository.local path",
+                f"{str(app.repository.local_path)!r} {how} the working tree of "
+                f"app {other.name!r} ({other.source}); each app needs its own"
+                + ("" if theirs == tree else ", not nested in another"),
+            )
     return None
 
 
@@ -118,12 +160,22 @@ def _in_state_dir(app: AppConfig, state_dir: Path | None) -> tuple[str, str] | N
     if state_dir is None:
         return None
     tree, state = os.path.realpath(app.repository.local_path), os.path.realpath(state_dir)
-    how = ("is" if tree == state else "is inside" if _within(tree, state)
-           else "holds" if _within(state, tree) else None)
+    how = (
+        "is"
+        if tree == state
+        else "is inside"
+        if _within(tree, state)
+        else "holds"
+        if _within(state, tree)
+        else None
+    )
     if how is None:
         return None
-    return ("repository.local path", f"{str(app.repository.local_path)!r} {how} the state "
-                                     f"dir {str(state_dir)!r}; keep app trees apart from it")
+    return (
+        "repository.local path",
+        f"{str(app.repository.local_path)!r} {how} the state "
+        f"dir {str(state_dir)!r}; keep app trees apart from it",
+    )
 
 
 def _within(path: str, directory: str) -> bool:

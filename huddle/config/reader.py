@@ -9,6 +9,7 @@ suggesting the closest name for a typo. `ConfigReader` records each problem as a
 checker in `huddle.config.checker` extends it and shares that list, which is why the reader is
 a class holding state rather than a set of functions returning values.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -16,29 +17,55 @@ import difflib
 import json
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from huddle.errors import ConfigError
 
 SUFFIXES = (".json", ".ini")
 SECTIONS: dict[str, tuple] = {
-    "repository": ("remote", "remote path", "local path", "branch", "executable", "type",
-                   "allowed signers", "gpg home"),
+    "repository": (
+        "remote",
+        "remote path",
+        "local path",
+        "branch",
+        "executable",
+        "type",
+        "allowed signers",
+        "gpg home",
+    ),
     "timing": ("minimum", "maximum"),
-    "application": ("start", "executable", "install", "install timeout", "stop timeout",
-                    "environment"),
-    "health": ("type", "host", "port", "path", "status", "send", "expect",
-               "interval", "timeout", "retries", "grace"),
-    "environment": (),                              # INI only; free-form variable names
-    "scripts": ("pre-pull", "post-pull"),           # original huddle
+    "application": (
+        "start",
+        "executable",
+        "install",
+        "install timeout",
+        "stop timeout",
+        "environment",
+    ),
+    "health": (
+        "type",
+        "host",
+        "port",
+        "path",
+        "status",
+        "send",
+        "expect",
+        "interval",
+        "timeout",
+        "retries",
+        "grace",
+    ),
+    "environment": (),  # INI only; free-form variable names
+    "scripts": ("pre-pull", "post-pull"),  # original huddle
     "watchdog": ("period", "host", "port", "request", "response"),  # original huddle
-    "test": ("remote", "pass response"),            # original huddle, reserved and unused
+    "test": ("remote", "pass response"),  # original huddle, reserved and unused
 }
-MISSING = object()                                  # a key the file does not give
+MISSING = object()  # a key the file does not give
 # Bounds that keep checking a hostile or mistaken file quick; far above any real config.
 MAX_FILE_BYTES = 64 * 1024
-MAX_VALUE_CHARS = 4096                               # one value, or one item of a list
+MAX_VALUE_CHARS = 4096  # one value, or one item of a list
 
 
 def kind_of(value: Any) -> str:
@@ -56,6 +83,7 @@ def kind_of(value: Any) -> str:
 def _suggest(word: str, choices: Sequence[str], what: str) -> str:
     def plain(text: str) -> str:
         return text.strip().lower().replace("_", " ").replace("-", " ")
+
     by_plain = {plain(c): c for c in choices}
     close = difflib.get_close_matches(plain(word), list(by_plain), n=1, cutoff=0.6)
     if close:
@@ -73,7 +101,7 @@ class _Duplicates(dict):
 
     def __init__(self, pairs: list) -> None:
         super().__init__()
-        self.twice = []
+        self.twice: list[str] = []
         for key, value in pairs:
             if key in self:
                 self.twice.append(key)
@@ -89,8 +117,8 @@ class ConfigReader:
         self.problems: list[ConfigError] = []
         self.doc: dict[str, dict[str, Any]] = {}
         self.environment: dict[str, str] = {}
-        self.broken: set[str] = set()            # sections already reported as malformed
-        self.rejected: set[str] = set()          # "section.key"s given but refused
+        self.broken: set[str] = set()  # sections already reported as malformed
+        self.rejected: set[str] = set()  # "section.key"s given but refused
 
     def problem(self, where: str, reason: str) -> None:
         self.problems.append(ConfigError(str(self.path), where, reason))
@@ -112,35 +140,43 @@ class ConfigReader:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             with os.fdopen(fd, "rb") as fh:
                 if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                    return self.problem("-", "not a regular file")
+                    self.problem("-", "not a regular file")
+                    return None
                 data = fh.read(MAX_FILE_BYTES + 1)  # at most one byte past the bound
             if len(data) > MAX_FILE_BYTES:
-                return self.problem("-", f"larger than {MAX_FILE_BYTES // 1024} KB, the "
-                                         "limit for a config file")
+                self.problem(
+                    "-", f"larger than {MAX_FILE_BYTES // 1024} KB, the limit for a config file"
+                )
+                return None
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            return self.problem("-", f"not UTF-8 text (byte {exc.start})")
+            self.problem("-", f"not UTF-8 text (byte {exc.start})")
+            return None
         except OSError as exc:
-            return self.problem("-", f"cannot read: {exc.strerror or exc}")
+            self.problem("-", f"cannot read: {exc.strerror or exc}")
+            return None
         if "\0" in text:
             line = text.count("\n", 0, text.index("\0")) + 1
-            return self.problem("-", f"contains a NUL byte (line {line})")
+            self.problem("-", f"contains a NUL byte (line {line})")
+            return None
         return text
 
     def parse_json(self, text: str) -> dict | None:
         try:
             doc = json.loads(text, object_pairs_hook=_Duplicates)
         except json.JSONDecodeError as exc:
-            return self.problem("-", f"malformed JSON at line {exc.lineno}, "
-                                     f"column {exc.colno}: {exc.msg}")
+            self.problem("-", f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+            return None
         except RecursionError:
-            return self.problem("-", "malformed JSON: nested too deeply")
-        if not isinstance(doc, dict):
-            return self.problem("-", f"expected a JSON object at the top, got {kind_of(doc)}")
+            self.problem("-", "malformed JSON: nested too deeply")
+            return None
+        if not isinstance(doc, _Duplicates):  # every JSON object is one (object_pairs_hook)
+            self.problem("-", f"expected a JSON object at the top, got {kind_of(doc)}")
+            return None
         for name in doc.twice:
             self.problem(name, "section given twice")
         for name, body in list(doc.items()):
-            if isinstance(body, dict):
+            if isinstance(body, _Duplicates):
                 for key in body.twice:
                     self.problem(f"{name}.{key}", "key given twice")
             elif name.strip().lower() in SECTIONS:
@@ -157,23 +193,36 @@ class ConfigReader:
         try:
             parser.read_string(text, source=str(self.path))
         except configparser.MissingSectionHeaderError as exc:
-            return self.problem("-", f"malformed INI at line {exc.lineno}: "
-                                     "text before the first [section]")
+            self.problem(
+                "-", f"malformed INI at line {exc.lineno}: text before the first [section]"
+            )
+            return None
         except configparser.DuplicateSectionError as exc:
-            return self.problem("-", f"malformed INI at line {exc.lineno}: "
-                                     f"section [{exc.section}] given twice")
+            self.problem(
+                "-", f"malformed INI at line {exc.lineno}: section [{exc.section}] given twice"
+            )
+            return None
         except configparser.DuplicateOptionError as exc:
-            return self.problem("-", f"malformed INI at line {exc.lineno}: "
-                                     f"key {exc.option!r} given twice in [{exc.section}]")
+            self.problem(
+                "-",
+                f"malformed INI at line {exc.lineno}: "
+                f"key {exc.option!r} given twice in [{exc.section}]",
+            )
+            return None
         except configparser.ParsingError as exc:
             # exc.errors holds (lineno, repr(line)): quote the line from the text instead
             lineno = exc.errors[0][0] if exc.errors else getattr(exc, "lineno", 0)
             lines = text.splitlines()
             line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
-            return self.problem("-", f"malformed INI at line {lineno}: expected "
-                                     f"'key = value' or '[section]', got {line!r}")
+            self.problem(
+                "-",
+                f"malformed INI at line {lineno}: expected "
+                f"'key = value' or '[section]', got {line!r}",
+            )
+            return None
         except configparser.Error as exc:
-            return self.problem("-", f"malformed INI: {exc}")
+            self.problem("-", f"malformed INI: {exc}")
+            return None
         return {name: dict(parser.items(name)) for name in parser.sections()}
 
     def normalize(self, raw: dict) -> None:
@@ -186,8 +235,9 @@ class ConfigReader:
                 if self.ini:
                     self.environment_from(name, body)
                 else:
-                    self.problem(name, "unknown section; in JSON, environment goes inside "
-                                       "application")
+                    self.problem(
+                        name, "unknown section; in JSON, environment goes inside application"
+                    )
                 continue
             if section in self.doc:
                 self.problem(name, "section given twice")
@@ -202,14 +252,17 @@ class ConfigReader:
                 if known is None:
                     self.problem(where, _suggest(key, keys, "key"))
                 elif known in out:
-                    self.problem(f"{section}.{known}",
-                                 f"given twice (as {written[known]!r} and {key!r})")
+                    self.problem(
+                        f"{section}.{known}", f"given twice (as {written[known]!r} and {key!r})"
+                    )
                 elif isinstance(value, str) and "\0" in value:
                     self.problem(f"{section}.{known}", "contains a NUL byte")
                     self.rejected.add(f"{section}.{known}")
                 elif _too_long(value):
-                    self.problem(f"{section}.{known}", f"longer than {MAX_VALUE_CHARS} "
-                                                       "characters, the limit for a value")
+                    self.problem(
+                        f"{section}.{known}",
+                        f"longer than {MAX_VALUE_CHARS} characters, the limit for a value",
+                    )
                     self.rejected.add(f"{section}.{known}")
                 else:
                     out[known], written[known] = value, key
@@ -217,7 +270,8 @@ class ConfigReader:
 
     def environment_from(self, where: str, body: Any) -> None:
         if not isinstance(body, dict):
-            return self.problem(where, f"expected an object of strings, got {kind_of(body)}")
+            self.problem(where, f"expected an object of strings, got {kind_of(body)}")
+            return None
         for name, value in body.items():
             at = f"{where}.{name}"
             if not name or "=" in name or "\0" in name:

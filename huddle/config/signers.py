@@ -8,6 +8,7 @@ Each function returns the problems it finds as reasons (no raising), for the che
 record under the key. Keys are validated by `ssh-keygen -l` itself, not by a parser of ours:
 it knows every key type the verifying `ssh-keygen -Y verify` will accept.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,11 @@ from pathlib import Path
 MAX_SIGNERS_BYTES = 1024 * 1024
 TOOL_TIMEOUT_S = 10.0
 # the key types ssh-keygen knows (plain keys, security keys and certificates)
-_KEY_TYPE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|"
-                       r"sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com|"
-                       r"[a-z0-9-]+-cert-v01@openssh\.com)$")
+_KEY_TYPE = re.compile(
+    r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|"
+    r"sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com|"
+    r"[a-z0-9-]+-cert-v01@openssh\.com)$"
+)
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _KEYRINGS = ("pubring.kbx", "pubring.gpg", "trustedkeys.kbx", "trustedkeys.gpg")
 
@@ -55,16 +58,20 @@ def allowed_signers_problems(path: Path) -> list[str]:
         words = _words(line)
         at = next((i for i, w in enumerate(words) if _KEY_TYPE.match(w)), None)
         if at is None or at == 0 or at + 1 >= len(words) or not _BASE64.match(words[at + 1]):
-            problems.append(f"{path} line {number}: expected 'principals [options] key-type "
-                            "base64-key'")
+            problems.append(
+                f"{path} line {number}: expected 'principals [options] key-type base64-key'"
+            )
         else:
             keys.append((number, f"{words[at]} {words[at + 1]}"))
     if not keys and not problems:
         problems.append(f"{path} lists no signer")
     if keys and not _keys_parse([key for _, key in keys]):
         # one call for the whole file passed over a bad key: find which, one call each
-        problems += [f"{path} line {number}: ssh-keygen does not accept this key"
-                     for number, key in keys if not _keys_parse([key])]
+        problems += [
+            f"{path} line {number}: ssh-keygen does not accept this key"
+            for number, key in keys
+            if not _keys_parse([key])
+        ]
     return problems
 
 
@@ -74,9 +81,13 @@ def _keys_parse(keys: list[str]) -> bool:
         fh.write("\n".join(keys) + "\n")
         fh.flush()
         try:
-            done = subprocess.run(["ssh-keygen", "-l", "-f", fh.name], capture_output=True,
-                                  text=True, timeout=TOOL_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                ["ssh-keygen", "-l", "-f", fh.name],
+                capture_output=True,
+                text=True,
+                timeout=TOOL_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return False
     return done.returncode == 0 and len(done.stdout.splitlines()) == len(keys)

@@ -8,12 +8,13 @@ rather than in the checker, because they are public: `huddle.config` re-exports 
 in this module, and it imports nothing from the other config modules, so the reader, the
 checker and the loader can all depend on it without a cycle.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 Command = tuple  # argv tuple, e.g. ("python3", "-m", "web") or ("/bin/sh", "-c", "a | b")
 
@@ -22,11 +23,11 @@ Command = tuple  # argv tuple, e.g. ("python3", "-m", "web") or ("/bin/sh", "-c"
 class RepositoryConfig:
     local_path: Path
     remote: str = "origin"
-    remote_path: str = ""        # empty: the clone at local_path already has `remote`
+    remote_path: str = ""  # empty: the clone at local_path already has `remote`
     branch: str = "master"
     executable: str = "git"
     allowed_signers: Path | None = None  # SSH allowed-signers file: deploy only signed commits
-    gpg_home: Path | None = None         # OpenPGP keyring directory, likewise
+    gpg_home: Path | None = None  # OpenPGP keyring directory, likewise
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,14 @@ class ApplicationConfig:
 @dataclass(frozen=True)
 class ScriptsConfig:
     """The original huddle's [scripts]: hooks around a pull, with or without an app."""
-    pre_pull: tuple = ()         # tuple of Command
+
+    pre_pull: tuple = ()  # tuple of Command
     post_pull: tuple = ()
 
 
 @dataclass(frozen=True)
 class HealthConfig:
-    type: str = "none"           # "http", "socket" or "none"
+    type: str = "none"  # "http", "socket" or "none"
     host: str = "127.0.0.1"
     port: int | None = None
     path: str = "/"
@@ -75,16 +77,34 @@ class AppConfig:
     source: Path
     repository: RepositoryConfig
     timing: TimingConfig
-    application: ApplicationConfig | None   # None: a file-sync app, no process
+    application: ApplicationConfig | None  # None: a file-sync app, no process
     health: HealthConfig = field(default_factory=HealthConfig)
     scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
 
 
 # -- commands ----------------------------------------------------------------------------
 
-_SHELL_CHARS = set("|&;<>()$`*?[\n")     # outside quotes: pipes, lists, redirections, globs...
-_SHELL_WORDS = {"cd", "exec", "export", "source", ".", "set", "unset", "ulimit", "umask",
-                "eval", "trap", "if", "for", "while", "until", "case", "{", "!"}
+_SHELL_CHARS = set("|&;<>()$`*?[\n")  # outside quotes: pipes, lists, redirections, globs...
+_SHELL_WORDS = {
+    "cd",
+    "exec",
+    "export",
+    "source",
+    ".",
+    "set",
+    "unset",
+    "ulimit",
+    "umask",
+    "eval",
+    "trap",
+    "if",
+    "for",
+    "while",
+    "until",
+    "case",
+    "{",
+    "!",
+}
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
@@ -98,7 +118,7 @@ def _needs_shell(text: str) -> bool:
             quote = "" if ch == "'" else quote
         elif quote == '"':
             if ch in "$`":
-                return True                      # expansion inside double quotes
+                return True  # expansion inside double quotes
             escaped = ch == "\\"
             quote = "" if ch == '"' else quote
         elif ch == "\\":
@@ -137,15 +157,15 @@ def split_command(text: str) -> list[str]:
             end = text.find("'", i + 1)
             if end < 0:
                 raise ValueError("No closing quotation")
-            word.append(text[i + 1:end])
+            word.append(text[i + 1 : end])
             i = end + 1
         elif ch == '"':
             i += 1
-            while True:                  # inside "...": a backslash escapes only " and itself
+            while True:  # inside "...": a backslash escapes only " and itself
                 stop = _DQ_STOP.search(text, i)
                 if stop is None:
                     raise ValueError("No closing quotation")
-                word.append(text[i:stop.start()])
+                word.append(text[i : stop.start()])
                 i = stop.end()
                 if stop.group() == '"':
                     break
@@ -175,7 +195,7 @@ def parse_command(text: str) -> Command:
     Raises ValueError for an empty command or unbalanced quotes. Linear in the text.
     """
     text = text.strip()
-    argv = tuple(split_command(text))            # raises ValueError on a missing quote
+    argv = tuple(split_command(text))  # raises ValueError on a missing quote
     if not argv:
         raise ValueError("empty command")
     if _needs_shell(text) or argv[0] in _SHELL_WORDS or _ASSIGNMENT.match(argv[0]):
@@ -184,6 +204,7 @@ def parse_command(text: str) -> Command:
 
 
 # -- git names -----------------------------------------------------------------------------
+
 
 def ref_name_problem(name: str) -> str | None:
     """Why git would refuse `name` as a branch or remote name (`git check-ref-format`
