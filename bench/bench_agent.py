@@ -84,7 +84,7 @@ def idle_huddle(
             )
 
         try:
-            wait_until(all_running, 120, 0.1, "all apps running under huddle")
+            wait_until(all_running, 120, "all apps running under huddle", interval_s=0.1)
         except TimeoutError:
             log = (root / "agent.log").read_text(errors="replace")
             print(f"agent log tail:\n{log[-4000:]}\nstate: {agent.state()}", file=sys.stderr)
@@ -174,12 +174,14 @@ def poll_cost(origin: Origin, root: Path, runs: int) -> dict:
 
 
 def serving(port: int, body: str | None = None) -> bool:
-    got = http_get(port, 0.3)
-    return got is not None and got[0] == 200 and (body is None or got[1] == body)
+    status, got = http_get(port, timeout_s=0.3)
+    return status == 200 and (body is None or got == body)
 
 
 def push_latencies(origin: Origin, port: int, pushes: int, tag: str) -> list:
-    wait_until(lambda: serving(port), 60, 0.05, f"the app on port {port} serving ({tag})")
+    wait_until(
+        lambda: serving(port), 60, f"the app on port {port} serving ({tag})", interval_s=0.05
+    )
     latencies = []
     for k in range(1, pushes + 1):
         time.sleep(random.uniform(0.3, 1.3))  # decorrelate the push from the poll phase
@@ -187,7 +189,10 @@ def push_latencies(origin: Origin, port: int, pushes: int, tag: str) -> list:
         origin.commit(message)
         pushed = origin.pushed_at
         wait_until(
-            lambda message=message: serving(port, message), 60, 0.02, f"push {k} served ({tag})"
+            lambda message=message: serving(port, message),
+            60,
+            f"push {k} served ({tag})",
+            interval_s=0.02,
         )
         latencies.append(time.monotonic() - pushed)
     return latencies

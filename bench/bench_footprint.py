@@ -60,7 +60,7 @@ def idle_agent(
                 for s in state.values()
             )
 
-        wait_until(all_good, 300, 0.2, f"{n} apps running and past their trial")
+        wait_until(all_good, 300, f"{n} apps running and past their trial", interval_s=0.2)
         time.sleep(2)
         marks = {}
         result = common.Window(agent.pid).run(

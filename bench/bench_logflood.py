@@ -36,19 +36,9 @@ from huddle.applog import AppLog  # noqa: E402
 from huddle.config import HealthConfig  # noqa: E402
 from huddle.health import check  # noqa: E402
 from huddle.process import AppProcess, child_environment  # noqa: E402
+from tests.gitutil import write_app  # noqa: E402
 
 PY = sys.executable
-IDLE_APP = r"""
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *a):
-        pass
-HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"""
 # writes 64 KB blocks to stdout, at most argv[1] MB/s (0: as fast as it can)
 PY_FLOOD = r"""
 import os, sys, time
@@ -105,8 +95,9 @@ async def phase(
     loop = asyncio.get_running_loop()
     port = common.free_port()
     env = child_environment({})
+    idle_app = write_app(root / "idle-app")  # the harness's web app, answering its checks
     idle = await AppProcess.start(
-        [PY, "-c", IDLE_APP, str(port)], cwd=root, env=env, log_path=logs / "idle.log"
+        [PY, str(idle_app), str(port)], cwd=root, env=env, log_path=logs / "idle.log"
     )
     flooder = None
     flood_fd = None

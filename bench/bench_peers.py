@@ -122,7 +122,9 @@ def poll_ansible(peer: AnsiblePeer, runs: int = 3) -> dict:
 
 
 def running(pid: int, origin: Origin, port: int, idle_s: float, pushes: int, tag: str) -> dict:
-    common.wait_until(lambda: common.http_get(port, 0.3), 120, 0.05, f"{tag} serving")
+    common.wait_until(
+        lambda: common.http_get(port, timeout_s=0.3)[0], 120, f"{tag} serving", interval_s=0.05
+    )
     time.sleep(1)
     with TreePeak(pid, skip=skip_app()) as peak:
         tree_cpu0 = tree_cpu_s(pid)

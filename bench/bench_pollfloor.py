@@ -161,8 +161,8 @@ def agent_per_poll(url: str, v1: bool, root: Path, window_s: float) -> dict:
         common.wait_until(
             lambda: agent.state().get("app", {}).get("running"),
             60,
-            0.05,
             "the app running under huddle",
+            interval_s=0.05,
         )
         time.sleep(1)
         marks = {}

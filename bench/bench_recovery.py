@@ -76,8 +76,8 @@ def app_state(agent: Agent) -> dict:
 
 
 def serves(port: int, body: str) -> bool:
-    got = http_get(port, 0.3)
-    return got is not None and got[0] == 200 and got[1] == body
+    status, got = http_get(port, timeout_s=0.3)
+    return status == 200 and got == body
 
 
 def wait_good(agent: Agent, port: int, sha: str, body: str) -> None:
@@ -85,7 +85,7 @@ def wait_good(agent: Agent, port: int, sha: str, body: str) -> None:
         s = app_state(agent)
         return s.get("good") == sha and s.get("healthy") and s.get("running") and serves(port, body)
 
-    wait_until(settled, LIMIT_S, 0.05, f"{sha[:12]} good and serving")
+    wait_until(settled, LIMIT_S, f"{sha[:12]} good and serving", interval_s=0.05)
 
 
 def watch(until, marks: dict, probes: dict, started: float) -> dict:

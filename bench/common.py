@@ -3,8 +3,8 @@
 Benchmarks measure real processes from outside, the way a user's monitoring would: the agent
 (or its peer) runs as its own process, RSS comes from /proc/PID/status (VmRSS), CPU from
 /proc/PID/stat (utime+stime for the process itself, cutime+cstime for the children it has
-reaped, i.e. git and hooks). Origins are local bare repos reached over file:// that hold a
-tiny web app (`server.py`, stdlib only) whose answer depends on files in the commit, so a
+reaped, i.e. git and hooks). Origins, ports, waits and the web app they deploy are the test
+harness's (tests/gitutil.py): the app's answer depends on files in the commit, so a
 benchmark can push a new version, a crashing one or one that answers 500. The naive peer is
 `naive_peer.sh` beside this file: the `git fetch && git reset --hard` shell loop people write.
 Everything lives under one temporary directory per run; every wait is bounded.
@@ -13,13 +13,11 @@ Everything lives under one temporary directory per run; every wait is bounded.
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import math
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,12 +26,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# The harness's helpers, also used as common.NAME by the benchmarks (`X as X`: re-exported)
+from tests.gitutil import GitDaemon, git_env
+from tests.gitutil import Origin as HarnessOrigin
+from tests.gitutil import free_port as free_port
+from tests.gitutil import git as git
+from tests.gitutil import http_get as http_get
+from tests.gitutil import wait_until as wait_until
+from tests.gitutil import write_config as harness_write_config
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out"
 NAIVE_PEER = BENCH_DIR / "naive_peer.sh"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PYTHON = sys.executable  # the venv python: apps and agent share it (see NOTES-testing)
+PYTHON = sys.executable  # the venv python: apps and agent share it
 
 # -- the machine ------------------------------------------------------------------------------
 
@@ -165,38 +172,6 @@ class Window:
 # -- small utilities --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(
-    predicate: Callable[[], object], timeout_s: float, step_s: float = 0.02, what: str = "condition"
-) -> object:
-    end = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(step_s)
-
-
-def http_get(port: int, timeout_s: float = 0.5) -> tuple | None:
-    """(status, body) of GET / on 127.0.0.1:port, or None when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        return response.status, response.read().decode(errors="replace")
-    except (OSError, http.client.HTTPException):
-        return None  # down, refusing, hung or half-started: "not serving" for the bench
-    finally:
-        conn.close()
-
-
 def read_state(state_dir: Path) -> dict:
     try:
         return json.loads((Path(state_dir) / "state.json").read_text())
@@ -251,76 +226,23 @@ def terminate(proc: subprocess.Popen, timeout_s: float) -> None:
 
 # -- origins: bare repos holding a tiny web app ---------------------------------------------
 
-SERVER_PY = '''\
-"""Tiny benchmark app: serves message.txt; mode.txt says ok, crash (at start) or 500."""
-import http.server, pathlib, sys
-
-here = pathlib.Path(__file__).resolve().parent
-mode = (here / "mode.txt").read_text().strip()
-if mode == "crash":
-    sys.exit("crashing at start on purpose")
-body = (here / "message.txt").read_bytes()
-status = 500 if mode == "500" else 200
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-'''
-
-GIT_ENV = dict(
-    os.environ,
-    GIT_AUTHOR_NAME="bench",
-    GIT_AUTHOR_EMAIL="bench@localhost",
-    GIT_COMMITTER_NAME="bench",
-    GIT_COMMITTER_EMAIL="bench@localhost",
-    GIT_TERMINAL_PROMPT="0",
-    LC_ALL="C",
-)
-
-
-def git(*args, cwd: Path) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=str(cwd), env=GIT_ENV, capture_output=True, text=True, timeout=60
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
-    return result.stdout.strip()
+GIT_ENV = git_env()  # the environment every git, peer and hook of a benchmark runs with
 
 
 class Origin:
-    """A bare repo at `bare` and a work clone at `work` the benchmark commits and pushes from."""
+    """The harness's origin (tests/gitutil.Origin) holding its web app, first at version v0.
+    `commit(message, mode)` pushes a new version that serves `message` (mode: ok, crash,
+    500, hang) and `pushed_at` is time.monotonic() right after that push returned."""
 
     def __init__(self, root: Path, name: str, branch: str = "main") -> None:
-        self.branch = branch
-        self.bare = root / f"{name}.git"
-        self.work = root / f"{name}-work"
-        self.url = self.bare.as_uri()
-        self.pushed_at = 0.0  # time.monotonic() right after the last push returned
-        git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(self.bare), cwd=root)
-        git("init", "--quiet", f"--initial-branch={branch}", str(self.work), cwd=root)
-        git("remote", "add", "origin", self.url, cwd=self.work)
-        self.commit(message="v0", mode="ok", server=SERVER_PY)
+        self.repo = HarnessOrigin(root, name, branch)
+        self.branch, self.bare, self.work = branch, self.repo.bare, self.repo.work
+        self.url = self.repo.url
+        self.pushed_at = 0.0
+        self.commit("v0")
 
-    def commit(self, message: str, mode: str = "ok", server: str | None = None) -> str:
-        """Commit message.txt/mode.txt (and server.py), push; returns the new commit."""
-        if server is not None:
-            (self.work / "server.py").write_text(server)
-        (self.work / "message.txt").write_text(message)
-        (self.work / "mode.txt").write_text(mode + "\n")
-        git("add", "server.py", "message.txt", "mode.txt", cwd=self.work)
-        git("commit", "--quiet", "-m", f"{message} ({mode})", cwd=self.work)
-        sha = git("rev-parse", "HEAD", cwd=self.work)
-        git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.work)
+    def commit(self, message: str, mode: str = "ok") -> str:
+        sha = self.repo.app_commit(message, mode)
         self.pushed_at = time.monotonic()
         return sha
 
@@ -332,7 +254,7 @@ def clone_origin(origin: Origin, dest: Path) -> Path:
 
 
 def server_command(port: int) -> str:
-    return f"{PYTHON} server.py {port}"
+    return f"{PYTHON} app.py {port}"
 
 
 # -- the agent under test ---------------------------------------------------------------------
@@ -374,17 +296,16 @@ def write_config(
     health: dict | None = None,
     branch: str = "main",
 ) -> Path:
-    config = {
+    """CONFIG_DIR/NAME.json for one app with huddle's defaults apart from these (stop
+    timeout 10 s; no health check unless given)."""
+    config: dict = {
         "repository": {"remote path": url, "local path": str(local_path), "branch": branch},
         "timing": {"minimum": minimum_s, "maximum": maximum_s},
-        "application": {"start": start},  # defaults otherwise (stop timeout 10 s)
+        "application": {"start": start},
     }
     if health:
         config["health"] = health
-    config_dir.mkdir(parents=True, exist_ok=True)
-    path = config_dir / f"{name}.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
+    return harness_write_config(config_dir / f"{name}.json", config)
 
 
 class Agent:
@@ -425,8 +346,8 @@ class Agent:
         wait_until(
             lambda: self.count_file.exists() and self.count_file.stat().st_mtime_ns != before,
             5,
-            0.005,
             "agent counts",
+            interval_s=0.005,
         )
         return json.loads(self.count_file.read_text())
 
@@ -463,7 +384,9 @@ class NaivePeer:
         self.pid = self.proc.pid
 
     def wait_ready(self, timeout_s: float = 60) -> None:
-        wait_until(self.ready_file.exists, timeout_s, 0.05, "the naive peer's first round")
+        wait_until(
+            self.ready_file.exists, timeout_s, "the naive peer's first round", interval_s=0.05
+        )
 
     def polls(self) -> int:
         before = self.count_file.stat().st_mtime_ns if self.count_file.exists() else 0
@@ -471,8 +394,8 @@ class NaivePeer:
         wait_until(
             lambda: self.count_file.exists() and self.count_file.stat().st_mtime_ns != before,
             30,
-            0.005,
             "peer count",
+            interval_s=0.005,
         )
         return int(self.count_file.read_text().split()[0])
 
@@ -589,7 +512,7 @@ class TreePeak:
         self._thread.join(5)
 
 
-def skip_app(marker: str = "server.py") -> Callable[[int], bool]:
+def skip_app(marker: str = "app.py") -> Callable[[int], bool]:
     """skip() for tree sampling: the deployed app (and its children) is not the peer."""
     return lambda pid: marker in cmdline(pid)
 
@@ -616,9 +539,6 @@ class GitServers:
     file / git / http."""
 
     def __init__(self, base: Path) -> None:
-        sys.path.insert(0, str(REPO_ROOT))
-        from tests.gitutil import GitDaemon
-
         self.base = Path(base)
         self.daemon = GitDaemon(self.base).start()
         self.http = subprocess.Popen(

@@ -182,7 +182,7 @@ def retained_status(port: int, timeout_s: float = 10) -> dict:
     try:
         client.connect("127.0.0.1", port, keepalive=10)
         client.loop_start()
-        common.wait_until(lambda: got, timeout_s, 0.05, "the retained status")
+        common.wait_until(lambda: got, timeout_s, "the retained status", interval_s=0.05)
     except (OSError, TimeoutError):
         return {}
     finally:
@@ -267,7 +267,9 @@ class Soak:
         self.agent = SoakAgent(self.root, configs, self.broker.url)
         self.agent.start()
         self.tag_prefix = app_tag(self.agent.state_dir, "x")[:-1]
-        common.wait_until(lambda: self.all_settled(), 120, 0.2, "every app good at start")
+        common.wait_until(
+            lambda: self.all_settled(), 120, "every app good at start", interval_s=0.2
+        )
 
     # -- observation ----------------------------------------------------------------------
     def state(self) -> dict:
@@ -542,7 +544,7 @@ class Soak:
         wrong = {}
         for n in self.names:
             a = s.get(n, {})
-            got = http_get(self.ports[n], 2)
+            got = http_get(self.ports[n], timeout_s=2)
             want = self.messages[self.expected[n]]
             if not self.app_ok(n, s) or got != (200, want):
                 wrong[n] = {

@@ -1,4 +1,5 @@
-"""Real git remotes, a tiny web app to deploy, and a `huddle run` harness, for integration tests.
+"""The harness of the tests and the benchmarks: real git remotes, the one tiny web app they
+deploy, free ports, bounded waits and a `huddle run` agent. bench/common.py builds on it.
 
 - `Origin`: a bare repository plus a work clone that commits and pushes to it. `app_commit()`
   commits the tiny HTTP app below; what it does (serve, crash, return 500, hang, ignore
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shlex
@@ -31,9 +33,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-
 from huddle.agent import app_tag
+from huddle.git import GitRepo
 from huddle.process import TAG_VAR, start_time
 
 PY = sys.executable
@@ -184,11 +185,24 @@ class Origin:
     def app_commit(
         self, version: str, mode: str = "ok", install: str | None = None, extra: dict | None = None
     ) -> str:
-        files = {"app.py": APP_PY, "version.txt": version + "\n", "mode.txt": mode + "\n"}
+        files = app_files(version, mode)
         if install is not None:
             files["install.sh"] = INSTALL_SH[install]
         files.update(extra or {})
         return self.commit(files, f"{version} ({mode})")
+
+
+def app_files(version: str, mode: str = "ok") -> dict:
+    """The web app's files: `python app.py PORT` serves `version` and misbehaves as `mode` says."""
+    return {"app.py": APP_PY, "version.txt": version + "\n", "mode.txt": mode + "\n"}
+
+
+def write_app(directory: Path, version: str = "v1", mode: str = "ok") -> Path:
+    """The web app written into directory (no git): for running it without a deploy."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in app_files(version, mode).items():
+        (directory / name).write_text(content)
+    return directory / "app.py"
 
 
 def git_wrapper(
@@ -235,27 +249,27 @@ def alive(pid: int) -> bool:
 
 
 def wait_until(pred: Callable, timeout_s: float, what: str, interval_s: float = 0.05):
+    """pred()'s first truthy value, polled every interval_s; TimeoutError after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = pred()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
 
 
 def http_get(port: int, path: str = "/", timeout_s: float = 2.0) -> tuple:
-    """(status, body) or (None, error) from the app on loopback."""
-    import http.client
-
+    """(status, body) or (None, error) from the app on loopback (None: down, refusing, hung
+    or half-started)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
         return resp.status, resp.read().decode()
-    except OSError as exc:
-        return None, str(exc)
+    except (OSError, http.client.HTTPException) as exc:
+        return None, str(exc) or type(exc).__name__
     finally:
         conn.close()
 
@@ -283,6 +297,15 @@ def kill_tree_of_tag(prefix: str) -> None:
                 kill(pid, signal.SIGKILL)
             except OSError:
                 pass  # gone already, or not a group leader
+
+
+async def deploy(repo: GitRepo, branch: str = "main") -> str:
+    """What a deploy does to the tree: ls-remote, fetch when the commit is missing, checkout."""
+    sha = await repo.remote_head("origin", branch)
+    if not await repo.has_commit(sha):
+        assert await repo.fetch("origin", branch) == sha
+    await repo.checkout(sha, branch)
+    return sha
 
 
 # -- git daemon ---------------------------------------------------------------------------
@@ -724,6 +747,8 @@ def files_containing(root: Path, needle: str) -> list:
 def tmpfs(path: Path, size: str = "3m"):
     """A tmpfs of `size` mounted at path (root only), unmounted afterwards."""
     if os.geteuid() != 0:
+        import pytest  # only here: the benchmarks import this module without pytest
+
         pytest.skip("mounting a tmpfs for a full disk needs root")
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(

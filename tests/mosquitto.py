@@ -16,18 +16,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.gitutil import free_port as free_port  # test modules import it from here too
+
 
 def find_mosquitto() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise RuntimeError("mosquitto is not installed (make test installs it with apt-get)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:

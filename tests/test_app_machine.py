@@ -18,7 +18,7 @@ import pytest
 from huddle.errors import GitError
 from huddle.events import Retry
 from huddle.states import TRANSITIONS, UP, State, allowed
-from tests.test_app_unit import World, controller, now, sha
+from tests.fakes import World, controller, now, sha
 from tests.virtualtime import run_virtual
 
 

@@ -22,6 +22,7 @@ from tests.gitutil import (
     Origin,
     app_config,
     cmdlines_containing,
+    deploy,
     files_containing,
     free_port,
     git,
@@ -32,7 +33,6 @@ from tests.gitutil import (
     tmpfs,
     write_config,
 )
-from tests.test_git import update as deploy  # ls-remote, fetch unless complete, checkout
 
 
 def run(coro):

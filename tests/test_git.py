@@ -16,6 +16,7 @@ from tests.gitutil import (
     SmartHTTP,
     alive,
     closed_port,
+    deploy,
     git,
     git_subcommand,
     git_wrapper,
@@ -43,15 +44,6 @@ def remote(request, tmp_path):
     return origin, server.url("app.git")
 
 
-async def update(repo: GitRepo, branch: str = "main") -> str:
-    """What a deploy does: ls-remote, fetch when missing, checkout."""
-    sha = await repo.remote_head("origin", branch)
-    if not await repo.has_commit(sha):
-        assert await repo.fetch("origin", branch) == sha
-    await repo.checkout(sha, branch)
-    return sha
-
-
 def test_clone_poll_fetch_checkout_over_each_transport(remote, tmp_path):
     origin, url = remote
     first = origin.commit({"a.txt": "one\n"})
@@ -62,7 +54,7 @@ def test_clone_poll_fetch_checkout_over_each_transport(remote, tmp_path):
     assert not list(repo.path.parent.glob(".*huddle-clone"))  # no temp dir left behind
     assert run(repo.remote_head("origin", "main")) == first
     second = origin.commit({"a.txt": "two\n"})
-    assert run(update(repo)) == second
+    assert run(deploy(repo)) == second
     assert run(repo.head()) == second and (repo.path / "a.txt").read_text() == "two\n"
 
 
@@ -131,7 +123,7 @@ def test_update_keeps_untracked_and_ignored_files_discards_tracked_edits(tmp_pat
     (repo.path / "uploads" / "u.bin").write_text("upload")  # untracked dir
     (repo.path / "a.txt").write_text("local edit\n")  # tracked edit
     second = origin.commit({"a.txt": "two\n", "gone.txt": None, "new.txt": "new\n"})
-    assert run(update(repo)) == second
+    assert run(deploy(repo)) == second
     assert (repo.path / "a.txt").read_text() == "two\n"
     assert not (repo.path / "gone.txt").exists()
     assert (repo.path / "new.txt").read_text() == "new\n"
@@ -170,7 +162,7 @@ def test_submodules_follow_the_superprojects_pointer(git_daemon, tmp_path):
     git("fetch", "-q", "origin", cwd=sup.work / "lib")
     git("checkout", "-q", "origin/main", cwd=sup.work / "lib")
     sup.commit({}, "move the submodule pointer")
-    run(update(repo))
+    run(deploy(repo))
     assert (repo.path / "lib" / "lib.txt").read_text() == "lib v2\n"
     # back again (a rollback)
     run(repo.checkout(git("rev-parse", "HEAD~1", cwd=sup.work), "main"))

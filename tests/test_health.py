@@ -18,6 +18,7 @@ import pytest
 
 from huddle.config import HealthConfig
 from huddle.health import BODY_CAP, HealthResult, Resolver, check, request_bytes
+from tests.gitutil import free_port
 
 SHORT_S = 0.3
 HANG_GUARD_S = 10.0
@@ -116,12 +117,6 @@ async def check_against(handler, make_cfg=http_cfg, **kw) -> HealthResult:
 
 def http_check(handler, **kw) -> HealthResult:
     return run(check_against(handler, **kw))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 OK_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
