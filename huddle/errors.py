@@ -7,8 +7,26 @@ that is not a HuddleError is a bug in huddle and is allowed to crash loudly.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
+
+# A line that names a failure, as git, pip, apt and most CLIs start one. Tools often end with
+# hints instead (pip's PEP 668 refusal ends with a `hint:` after ten lines of advice), so the
+# last lines alone can miss what went wrong.
+_NAMING_LINE = re.compile(r"(?:error|fatal|ERROR|FATAL|Error|E)\s*:")
+TAIL_LINES = 3
+
+
+def stderr_summary(stderr: str, tail: int = TAIL_LINES) -> list[str]:
+    """The lines of `stderr` an error message keeps: the first line naming the failure (when
+    it is not among the last ones) and the last `tail` non-blank lines."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    kept = lines[-tail:]
+    naming = next((line for line in lines if _NAMING_LINE.match(line)), None)
+    if naming is not None and naming not in kept:
+        kept.insert(0, naming)
+    return kept
 
 
 class HuddleError(Exception):
@@ -43,7 +61,7 @@ class CommandError(HuddleError):
         self.reason = reason
         self.stderr = stderr
         self.returncode = returncode
-        detail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
+        detail = stderr_summary(stderr)
         tail = (": " + " | ".join(detail)) if detail else ""
         super().__init__(f"`{shlex.join(self.argv)}` {reason}{tail}")
 
