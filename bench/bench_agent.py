@@ -1,4 +1,4 @@
-"""Issue 2: the agent's footprint, the cost of a poll, and push-to-serving latency, beside a
+"""The agent's footprint, the cost of a poll, and push-to-serving latency, beside a
 naive `git fetch && git reset --hard` shell loop over the same repos.
 
 Usage: python bench/bench_agent.py [--duration S] [--apps N] [--reps R] [--pushes P]

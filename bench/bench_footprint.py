@@ -1,4 +1,4 @@
-"""Issue 6: the agent's RSS and CPU with 1, 20 and 100 idle apps, and what each app adds.
+"""The agent's RSS and CPU with 1, 20 and 100 idle apps, and what each app adds.
 
 Usage: python bench/bench_footprint.py [--apps 1 20 100] [--window S] [--reps R]
 

@@ -8,7 +8,7 @@ ticker scheduled every 10 ms records how late each tick fires (the loop's lag). 
 S seconds, in the same process one after the other:
 
 - baseline: the idle app alone;
-- flood 100 MB/s: beside it an app writing 64 KB blocks to stdout at 100 MB/s (issue 11's);
+- flood 100 MB/s: beside it an app writing 64 KB blocks to stdout at 100 MB/s (seen in the field);
 - flood, unbounded: the same as fast as it can (the pipe sets its pace);
 - flood, yes: beside it `yes` (one short line, as fast as it can);
 - previous huddle: the 100 MB/s flooder appending to its log file directly, and the loop

@@ -1,4 +1,4 @@
-"""Issue 6: huddle beside what people use instead, in one run, on the same repo and app.
+"""huddle beside what people use instead, in one run, on the same repo and app.
 
 Usage: python bench/bench_peers.py [--reps R] [--pushes P] [--idle S] [--no-ansible]
 

@@ -1,4 +1,4 @@
-"""Issue 6: what huddle's no-change poll costs against the floor, one `git ls-remote`.
+"""What huddle's no-change poll costs against the floor, one `git ls-remote`.
 
 Usage: python bench/bench_pollfloor.py [--calls N] [--reps R] [--window S]
 

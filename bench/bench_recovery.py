@@ -1,4 +1,4 @@
-"""Issue 3: how fast huddle notices a failed app and recovers, and how fast a bad commit is
+"""How fast huddle notices a failed app and recovers, and how fast a bad commit is
 rolled back; measured from outside.
 
 Usage: python bench/bench_recovery.py [--reps R] [--timeout S]

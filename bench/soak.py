@@ -1,4 +1,4 @@
-"""Issue 6: a soak of one agent with 20 apps under random faults; checks that it converges.
+"""A soak of one agent with 20 apps under random faults; checks that it converges.
 
 Usage: python bench/soak.py [--minutes M] [--apps N] [--seed S] [--settle S] [--agent-kills K]
 

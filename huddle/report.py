@@ -8,7 +8,7 @@ never imports paho unless asked to.
 
 The status snapshot the agent hands to a reporter (`apps_snapshot()`) is, per app name:
   {"commit", "branch", "running", "healthy", "restarts", "last_deploy", "last_error"}
-exactly the `apps` object of the SPEC's `huddle/<device>/status` payload.
+exactly the `apps` object of the `huddle/<device>/status` payload (docs/mqtt.md).
 """
 
 from __future__ import annotations

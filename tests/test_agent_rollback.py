@@ -1,4 +1,4 @@
-"""Rollback end to end (issue 3): real commits that crash, answer 500 or fail a socket check
+"""Rollback end to end: real commits that crash, answer 500 or fail a socket check
 are rolled back to the last good commit, remembered as bad and never deployed again; the
 original huddle's [watchdog] forms drive the same checks."""
 

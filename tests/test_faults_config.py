@@ -1,4 +1,4 @@
-"""Issue 11 (config), 10 and 14's config parts: bounded config files and values checked in
+"""Config faults: bounded config files and values checked in
 linear time; `huddle check` refuses what `run` refuses (nested trees, the state dir, `//`);
 sync-only apps and the original's `application.executable`; trusted-signer files checked
 with the real `ssh-keygen`; `huddle publish` output readable by a web server."""

@@ -1,4 +1,4 @@
-"""Faults an unattended agent meets in its git clones (issue 11), against real git: untracked
+"""Faults an unattended agent meets in its git clones, against real git: untracked
 and ignored files in a commit's way, a developer's clone, interrupted fetches (commit without
 its tree, killed mid-transfer, full disk), failed checkouts, stale locks, corrupt objects,
 credentials in `remote path`, the agent's own environment, ref names."""
@@ -202,7 +202,7 @@ def test_adoption_problem_sees_a_detached_head_commit_but_not_other_branches(ori
 
 
 def commit_without_tree(origin: Origin, clone: Path, sha: str) -> None:
-    """The state a fetch interrupted after the commit object leaves (NOTES-testing)."""
+    """The state a fetch interrupted after the commit object leaves."""
     raw = subprocess.run(
         ["git", "-C", str(origin.bare), "cat-file", "commit", sha], capture_output=True, check=True
     ).stdout

@@ -1,4 +1,4 @@
-"""Issue 11's process and log faults against real processes and a real filesystem: what an
+"""Process and log faults against real processes and a real filesystem: what an
 app or a hook leaves behind (a double-forking daemon, a `setsid` helper) is stopped with it
 and never piles up per deploy, orphans re-parented to the subreaper agent are reaped, the
 agent's HUDDLE_* settings never reach a child, a flooding app's log holds its cap, an app
@@ -516,7 +516,7 @@ def test_run_resumes_an_adopted_apps_log(tmp_path, agent_factory):
     assert agent.stop() == 0
 
 
-# 64 KB blocks at 100 MB/s, the rate issue 11 saw (unbounded floods are tested in-process)
+# 64 KB blocks at 100 MB/s, a rate seen in the field (unbounded floods are tested in-process)
 FLOOD_PY = """
 import os, time
 block, start, sent = (b"x" * 63 + b"\\n") * 1024, time.monotonic(), 0

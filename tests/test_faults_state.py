@@ -1,4 +1,4 @@
-"""Issue 11, the state dir: a damaged `state.json` never stops the agent or `huddle status`,
+"""The state dir: a damaged `state.json` never stops the agent or `huddle status`,
 a read-only or full state dir is a reported StateError, and one agent holds a state dir.
 
 Real files, real tmpfs mounts (read-only, full), real processes and real flocks."""

@@ -270,7 +270,7 @@ def _store_blob(blobs: Path, chunks: Iterator[bytes]) -> tuple[str, int, bool]:
 def render_manifest(
     commit: str, branch: str, entries: list[Entry], key: bytes | None = None
 ) -> bytes:
-    """The manifest's bytes exactly as the SPEC defines them (signed when a key is given)."""
+    """The manifest's bytes exactly as docs/micro.md defines them (signed when a key is given)."""
     lines = [MANIFEST_MAGIC, f"commit {commit}", f"branch {branch}"]
     lines += [f"file {e.sha256} {e.size} {e.path}" for e in entries]
     body = ("\n".join(lines) + "\n").encode("utf-8")
