@@ -97,8 +97,8 @@ class SignatureError(RefusedError):
 
     def __init__(self, commit: str, who: str, status: str, message: str) -> None:
         self.commit = commit
-        self.who = who          # "unsigned", "signed by alice@example.com (key SHA256:...)"
-        self.status = status    # git's %G? letter
+        self.who = who  # "unsigned", "signed by alice@example.com (key SHA256:...)"
+        self.status = status  # git's %G? letter
         super().__init__(message)
 
 

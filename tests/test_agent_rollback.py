@@ -119,7 +119,7 @@ def test_first_commit_that_fails_is_retried_with_backoff_never_banned_and_a_fix_
     assert "nothing earlier ran healthily" in agent.output()
     name, state, commit = agent.status().stdout.splitlines()[1].split()[:3]
     assert (name, commit) == ("web", v1[:12])
-    assert state in ("crashloop", "syncing", "trial")   # it moves on while we look
+    assert state in ("crashloop", "syncing", "trial")  # it moves on while we look
     assert started_at(agent, "web", v1) >= 3
     # a fixed commit is deployed at the next poll
     v2 = origin.app_commit("v2")
