@@ -761,8 +761,8 @@ def tmpfs(path: Path, size: str = "3m"):
 
 
 def __getattr__(name: str) -> object:
-    """`agent_factory` lives in conftest.py; test_mqtt_agent.py (fleet branch) still imports it
-    from here. Delete this once that import is gone."""
+    """`agent_factory` lives in conftest.py; test_mqtt_agent.py and test_signed.py (owned by
+    other branches) still import it from here. Delete this once those imports are gone."""
     if name == "agent_factory":
         from tests.conftest import agent_factory
 
