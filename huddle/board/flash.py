@@ -361,17 +361,24 @@ def flash_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="huddle-flash-") as tmp:
         staged = stage(board, config, wifi, Path(tmp), compile_=compile_, firmware=firmware)
         how = f"compiled to .mpy {staged.compiled}" if staged.compiled else "as source"
-        print(f"huddle: {board.name}: {staged.count()} files ({how}) for device "
-              f"{config['device']!r} -> {args.port}")
+        print(
+            f"huddle: {board.name}: {staged.count()} files ({how}) for device "
+            f"{config['device']!r} -> {args.port}"
+        )
         if args.dry_run:
             for directory, files in sorted(staged.groups.items()):
                 for f in files:
                     print(f"  {directory}{f.name}")
             argv = mpremote_argv(args.port, board, staged)
-            print("  then: " + ("reset" if board.reset == "machine" else "soft reset")
-                  + f" ({len(argv)} mpremote arguments; dry run, nothing written)")
+            print(
+                "  then: "
+                + ("reset" if board.reset == "machine" else "soft reset")
+                + f" ({len(argv)} mpremote arguments; dry run, nothing written)"
+            )
             return 0
         push(args.port, board, staged, args.timeout)
-    print(f"huddle: flashed {board.name} on {args.port}; board "
-          + ("reset" if board.reset == "machine" else "soft-reset"))
+    print(
+        f"huddle: flashed {board.name} on {args.port}; board "
+        + ("reset" if board.reset == "machine" else "soft-reset")
+    )
     return 0

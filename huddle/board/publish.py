@@ -347,10 +347,17 @@ def _prune(blobs: Path, keep: set) -> int:
 def publish_command(args: argparse.Namespace) -> int:
     """`huddle publish`: the key may come from HUDDLE_KEY, out of shell history and ps."""
     key = args.key if args.key is not None else (os.environ.get("HUDDLE_KEY") or None)
-    summary = publish(Path(args.repo), args.branch, Path(args.out),
-                      key=key.encode("utf-8") if key is not None else None, prune=args.prune)
-    print(f"published {summary.branch} at {summary.commit} to {summary.manifest}: "
-          f"{summary.files} files, {summary.bytes} bytes, {summary.new_blobs} new blobs"
-          + (f", {summary.pruned} pruned" if args.prune else "")
-          + (", signed" if summary.signed else ", unsigned"))
+    summary = publish(
+        Path(args.repo),
+        args.branch,
+        Path(args.out),
+        key=key.encode("utf-8") if key is not None else None,
+        prune=args.prune,
+    )
+    print(
+        f"published {summary.branch} at {summary.commit} to {summary.manifest}: "
+        f"{summary.files} files, {summary.bytes} bytes, {summary.new_blobs} new blobs"
+        + (f", {summary.pruned} pruned" if args.prune else "")
+        + (", signed" if summary.signed else ", unsigned")
+    )
     return 0
