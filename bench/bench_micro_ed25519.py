@@ -8,6 +8,7 @@ Signs a small manifest with `ssh-keygen -Y sign -O hashalg=sha256` (an SSHSIG, a
 several heap sizes: whether a good signature passes and a changed manifest fails, the time of
 each verification (ticks_ms) and the heap the imported module keeps. Prints one line per run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESS = '''
+HARNESS = """
 import gc, time
 gc.collect()
 before = gc.mem_alloc()
@@ -36,7 +37,7 @@ t = time.ticks_ms()
 bad = e.verify_sshsig(pub, sig, data + b"x")
 t2 = time.ticks_diff(time.ticks_ms(), t)
 print("good", ok, "changed", bad, "ms", t1, t2, "module bytes", code)
-'''
+"""
 
 
 def main() -> None:
@@ -46,12 +47,26 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ed-"))
     try:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", work / "k"],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", work / "k"], check=True
+        )
         (work / "m.txt").write_text("huddle-manifest 1\ncommit " + "ab" * 20 + "\n")
-        subprocess.run(["ssh-keygen", "-Y", "sign", "-n", "huddle-manifest", "-O",
-                        "hashalg=sha256", "-f", work / "k", work / "m.txt"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-Y",
+                "sign",
+                "-n",
+                "huddle-manifest",
+                "-O",
+                "hashalg=sha256",
+                "-f",
+                work / "k",
+                work / "m.txt",
+            ],
+            check=True,
+            capture_output=True,
+        )
         blob = base64.b64decode((work / "k.pub").read_text().split()[1])
         (work / "pub.bin").write_bytes(blob[-32:])
         shutil.copy(HERE / "micro_ed25519.py", work)
@@ -62,9 +77,13 @@ def main() -> None:
             (work / name).unlink()
         for heap in ("16K", "20K", "22K", "24K", "32K", "1M"):
             for _ in range(args.runs):
-                done = subprocess.run([args.micropython, "-X", f"heapsize={heap}", "-c",
-                                       "import run_ed"], cwd=work, capture_output=True,
-                                      text=True, timeout=120)
+                done = subprocess.run(
+                    [args.micropython, "-X", f"heapsize={heap}", "-c", "import run_ed"],
+                    cwd=work,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 lines = (done.stdout + done.stderr).strip().splitlines()
                 print(f"heap {heap}: {lines[-1] if lines else done.returncode}")
     finally:

@@ -10,6 +10,7 @@ installed, of an OpenPGP-signed commit. Wall time per call, and the CPU of the c
 (git and what it runs) from RUSAGE_CHILDREN. A verification runs once per new head, not per
 poll. R repetitions of N calls each, medians. Writes bench/out/signed.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,27 @@ from huddle.signatures import Signers  # noqa: E402
 
 
 def run(*argv, cwd=None, **kw) -> str:
-    return subprocess.run([str(a) for a in argv], cwd=cwd, check=True, capture_output=True,
-                          text=True, timeout=60, **kw).stdout.strip()
+    return subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
+    ).stdout.strip()
 
 
 def setup(root: Path) -> dict:
-    env = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com",
-           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.com",
-           "GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/bin:/bin", "HOME": str(root)}
+    env = {
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@example.com",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(root),
+    }
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rel", "-f", root / "key")
     (root / "allowed").write_text("rel@example.com " + (root / "key.pub").read_text())
     run("git", "init", "-q", "--bare", "-b", "main", root / "origin.git", env=env)
@@ -46,21 +60,62 @@ def setup(root: Path) -> dict:
     tree = root / "tree"
     (tree / "a.txt").write_text("a\n")
     run("git", "add", "a.txt", cwd=tree, env=env)
-    run("git", "-c", "gpg.format=ssh", "-c", f"user.signingkey={root}/key.pub", "commit",
-        "-qS", "-m", "ssh", cwd=tree, env=env)
+    run(
+        "git",
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        f"user.signingkey={root}/key.pub",
+        "commit",
+        "-qS",
+        "-m",
+        "ssh",
+        cwd=tree,
+        env=env,
+    )
     out = {"tree": tree, "ssh": run("git", "rev-parse", "HEAD", cwd=tree), "gpg": None}
     if shutil.which("gpg"):
-        sign, device = Path(tempfile.mkdtemp(prefix="bgpg-")), Path(tempfile.mkdtemp(prefix="bgpg-"))
+        sign = Path(tempfile.mkdtemp(prefix="bgpg-"))
+        device = Path(tempfile.mkdtemp(prefix="bgpg-"))
         out["gpg_homes"] = (sign, device)
-        run("gpg", "--homedir", sign, "--batch", "--passphrase", "", "--quick-generate-key",
-            "rel@example.com", "ed25519", "sign", "never")
-        key = subprocess.run(["gpg", "--homedir", str(sign), "--export", "rel@example.com"],
-                             capture_output=True, check=True, timeout=60).stdout
-        subprocess.run(["gpg", "--homedir", str(device), "--batch", "--import"], input=key,
-                       capture_output=True, check=True, timeout=60)
+        run(
+            "gpg",
+            "--homedir",
+            sign,
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-generate-key",
+            "rel@example.com",
+            "ed25519",
+            "sign",
+            "never",
+        )
+        key = subprocess.run(
+            ["gpg", "--homedir", str(sign), "--export", "rel@example.com"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        subprocess.run(
+            ["gpg", "--homedir", str(device), "--batch", "--import"],
+            input=key,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         (tree / "a.txt").write_text("b\n")
-        run("git", "-c", "user.signingkey=rel@example.com", "commit", "-qaS", "-m", "gpg",
-            cwd=tree, env={**env, "GNUPGHOME": str(sign)})
+        run(
+            "git",
+            "-c",
+            "user.signingkey=rel@example.com",
+            "commit",
+            "-qaS",
+            "-m",
+            "gpg",
+            cwd=tree,
+            env={**env, "GNUPGHOME": str(sign)},
+        )
         out["gpg"] = run("git", "rev-parse", "HEAD", cwd=tree)
         out["device"] = device
     run("git", "push", "-q", "origin", "HEAD:main", cwd=tree, env=env)
@@ -86,8 +141,10 @@ async def main_async(args) -> dict:
     tree = s["tree"]
     repo = GitRepo(tree)
     ssh = Signers(root / "allowed", None)
-    kinds = {"poll: ls-remote (file://)": lambda: repo.remote_head("origin", "main"),
-             "verify: SSH signature": lambda: ssh.require(tree, s["ssh"])}
+    kinds = {
+        "poll: ls-remote (file://)": lambda: repo.remote_head("origin", "main"),
+        "verify: SSH signature": lambda: ssh.require(tree, s["ssh"]),
+    }
     if s["gpg"]:
         gpg = Signers(None, s["device"])
         kinds["verify: OpenPGP signature"] = lambda: gpg.require(tree, s["gpg"])
@@ -98,8 +155,9 @@ async def main_async(args) -> dict:
             results[name]["wall"].append(wall)
             results[name]["cpu"].append(cpu)
     for home in s.get("gpg_homes", ()):
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30
+        )
         shutil.rmtree(home, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
     info["load_end"] = common.loadavg()
@@ -109,9 +167,14 @@ async def main_async(args) -> dict:
 def table(data: dict) -> str:
     res = data["results"]
     base = statistics.median(res["poll: ls-remote (file://)"]["wall"])
-    lines = [common.machine_line(data["machine"]) + f"; load at end {data['machine']['load_end']}",
-             "", f"{data['reps']} × {data['calls']} calls, medians per call",
-             "", "| call | wall, ms | git's CPU, ms | wall / poll |", "|---|---:|---:|---:|"]
+    lines = [
+        common.machine_line(data["machine"]) + f"; load at end {data['machine']['load_end']}",
+        "",
+        f"{data['reps']} × {data['calls']} calls, medians per call",
+        "",
+        "| call | wall, ms | git's CPU, ms | wall / poll |",
+        "|---|---:|---:|---:|",
+    ]
     for name, r in res.items():
         wall, cpu = statistics.median(r["wall"]), statistics.median(r["cpu"])
         lines.append(f"| {name} | {wall:.1f} | {cpu:.1f} | {wall / base:.2f} |")

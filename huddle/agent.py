@@ -11,9 +11,11 @@ trees stay) and leave the state and the reports, changed apps restart with their
 and untouched apps are not disturbed. A file that no longer validates is reported and its app
 keeps running as it was: a typo in an edit must not take a working app down.
 """
+
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import random
@@ -24,9 +26,9 @@ from pathlib import Path
 
 from huddle.app import AppController
 from huddle.children import become_subreaper
-from huddle.events import PollSoon
 from huddle.config import AppConfig, load_paths
 from huddle.errors import HuddleError
+from huddle.events import PollSoon
 from huddle.fleetpolicy import AppFleet, LocalOnly
 from huddle.report import NullReporter, Reporter
 from huddle.requests import take_retry
@@ -42,11 +44,15 @@ def app_tag(state_dir: Path, name: str) -> str:
 
 
 class Agent:
-    def __init__(self, configs: list[AppConfig], store: StateStore,
-                 reporter: Reporter | None = None,
-                 paths: Sequence[Path] = ()) -> None:
+    def __init__(
+        self,
+        configs: list[AppConfig],
+        store: StateStore,
+        reporter: Reporter | None = None,
+        paths: Sequence[Path] = (),
+    ) -> None:
         self.configs = configs
-        self.paths = list(paths)   # what a reload rereads
+        self.paths = list(paths)  # what a reload rereads
         self.store = store
         self.reporter: Reporter = reporter or NullReporter()
         self.states: dict[str, AppState] = {}
@@ -55,7 +61,7 @@ class Agent:
         self.started = time.time()
         self.stop_requested: asyncio.Event | None = None
         self.save_pending = False
-        self.save_error: str | None = None   # reported once, not at every change
+        self.save_error: str | None = None  # reported once, not at every change
         self.reloading: asyncio.Task[None] | None = None
         # fleet coordination per app (shared bans, rollout waves); set by the MQTT wiring
         self.fleet_for: Callable[[AppConfig], AppFleet] = lambda config: LocalOnly()
@@ -85,9 +91,16 @@ class Agent:
         """The `apps` object of the MQTT status payload."""
         out = {}
         for name, s in self.states.items():
-            out[name] = {"commit": s.commit, "branch": s.branch, "state": s.state,
-                         "running": s.running, "healthy": s.healthy, "restarts": s.restarts,
-                         "last_deploy": s.deployed_at, "last_error": s.last_error}
+            out[name] = {
+                "commit": s.commit,
+                "branch": s.branch,
+                "state": s.state,
+                "running": s.running,
+                "healthy": s.healthy,
+                "restarts": s.restarts,
+                "last_deploy": s.deployed_at,
+                "last_error": s.last_error,
+            }
         return out
 
     def request_stop(self) -> None:
@@ -113,11 +126,15 @@ class Agent:
     def start_app(self, config: AppConfig) -> None:
         state = self.states.setdefault(config.name, AppState())
         controller = AppController(
-            config, state, log_dir=self.store.log_dir(),
-            tag=app_tag(self.store.dir, config.name), changed=self.state_changed,
+            config,
+            state,
+            log_dir=self.store.log_dir(),
+            tag=app_tag(self.store.dir, config.name),
+            changed=self.state_changed,
             reporter=self.reporter,
-            take_retry=lambda name=config.name: take_retry(self.store.dir, name),
-            fleet=self.fleet_for(config))
+            take_retry=functools.partial(take_retry, self.store.dir, config.name),
+            fleet=self.fleet_for(config),
+        )
         self.controllers[config.name] = controller
         task = self.tasks[config.name] = asyncio.ensure_future(controller.run())
         task.add_done_callback(lambda t: self.app_ended(config, t))
@@ -127,11 +144,17 @@ class Agent:
         again a second later; the other apps go on."""
         if task.cancelled() or self.tasks.get(config.name) is not task:
             return
-        log.error("app %s stopped by an internal error; restarting its controller",
-                  config.name, exc_info=task.exception())
+        log.error(
+            "app %s stopped by an internal error; restarting its controller",
+            config.name,
+            exc_info=task.exception(),
+        )
         del self.tasks[config.name], self.controllers[config.name]
-        asyncio.get_running_loop().call_later(
-            1.0, lambda: config.name in self.tasks or self.start_app(config))
+        asyncio.get_running_loop().call_later(1.0, self.restart_app, config)
+
+    def restart_app(self, config: AppConfig) -> None:
+        if config.name not in self.tasks:  # unless a reload started it meanwhile
+            self.start_app(config)
 
     async def stop_app(self, name: str) -> None:
         """Stop one app's machine (it stops its process); its tree stays."""

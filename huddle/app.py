@@ -31,6 +31,7 @@ The policy, which keeps a device serving whenever any version can run:
 The seams (git, process factory, health check, rng, clock) let unit tests drive this in
 virtual time.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,7 +65,7 @@ log = logging.getLogger("huddle.app")
 
 RESTART_BACKOFF_S = (1.0, 60.0)
 POLL_BACKOFF_CAP_S = 300.0
-STABLE_AFTER_S = 60.0         # an app up this long has its crash count forgiven
+STABLE_AFTER_S = 60.0  # an app up this long has its crash count forgiven
 
 
 @dataclass
@@ -75,15 +76,23 @@ class Trial:
 
 
 class AppController:
-    def __init__(self, config: AppConfig, state: AppState, *, log_dir: Path, tag: str,
-                 changed: Callable[[], None] = lambda: None,
-                 reporter: Reporter | None = None, git: GitRepo | None = None,
-                 start_process: Callable[..., Awaitable[AppProcess]] | None = None,
-                 health_check: Callable[..., Awaitable[Any]] | None = None,
-                 rng: random.Random | None = None,
-                 wall_clock: Callable[[], float] = time.time,
-                 take_retry: Callable[[], tuple[str, ...] | None] = lambda: None,
-                 fleet: AppFleet | None = None) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        state: AppState,
+        *,
+        log_dir: Path,
+        tag: str,
+        changed: Callable[[], None] = lambda: None,
+        reporter: Reporter | None = None,
+        git: GitRepo | None = None,
+        start_process: Callable[..., Awaitable[AppProcess]] | None = None,
+        health_check: Callable[..., Awaitable[Any]] | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        take_retry: Callable[[], tuple[str, ...] | None] = lambda: None,
+        fleet: AppFleet | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.state = state
@@ -97,20 +106,22 @@ class AppController:
         self.start_process = start_process or AppProcess.start
         if health_check is None:
             from huddle import health
+
             health_check = health.check
         self.health_check = health_check
         self.rng = rng or random.Random()
         self.wall_clock = wall_clock
         self.take_retry = take_retry  # a `huddle retry` waiting for this app's next poll
         self.fleet: AppFleet = fleet or LocalOnly()
-        self.gate = DeployGate(state, self.fleet, retry_base_s=config.timing.maximum_s,
-                               rng=self.rng)
-        self.skip_noted: str | None = None       # the commit whose skip was last logged
+        self.gate = DeployGate(
+            state, self.fleet, retry_base_s=config.timing.maximum_s, rng=self.rng
+        )
+        self.skip_noted: str | None = None  # the commit whose skip was last logged
         self.current = State.STOPPED
         self.box = Mailbox(config.name)
         self.proc: AppProcess | None = None
         self.trial: Trial | None = None
-        self.newest: str | None = state.commit   # the commit the app should end up running
+        self.newest: str | None = state.commit  # the commit the app should end up running
         # the process a previous agent recorded, to adopt once the tree is ready
         self.recorded = (state.pid, state.pid_start, state.boot_id)
         self.checking: asyncio.Task[None] | None = None
@@ -119,7 +130,7 @@ class AppController:
         self.poll_due = False
         self.tree_ready = False
         self.poll_error = False  # last_error came from polling: a good poll clears it
-        self.health = HealthCount(config.health, 0.0)   # of the current process
+        self.health = HealthCount(config.health, 0.0)  # of the current process
         self.poll_backoff = Backoff(config.timing.maximum_s, POLL_BACKOFF_CAP_S, self.rng)
         self.restart_backoff = Backoff(*RESTART_BACKOFF_S, rng=self.rng)
         AppLog.for_path(self.log_path).on_problem = self.log_problem
@@ -144,8 +155,7 @@ class AppController:
         running = self.proc is not None and self.proc.running
         self.state.running = running
         self.state.pid = self.proc.pid if self.proc is not None and running else None
-        self.state.pid_start = self.proc.start_ticks if self.proc is not None and running \
-            else None
+        self.state.pid_start = self.proc.start_ticks if self.proc is not None and running else None
         self.state.boot_id = self.proc.boot_id if self.proc is not None and running else None
         self._changed()
         self.reporter.changed()
@@ -171,10 +181,14 @@ class AppController:
     def app_env(self, commit: str | None = None) -> dict[str, str]:
         """The app's (and its hooks') environment; `commit` is the one being installed."""
         app = self.config.application
-        return child_environment({
-            **(app.environment if app is not None else {}),
-            TAG_VAR: self.tag, "HUDDLE_APP_NAME": self.name,
-            "HUDDLE_COMMIT": commit or self.state.commit or ""})
+        return child_environment(
+            {
+                **(app.environment if app is not None else {}),
+                TAG_VAR: self.tag,
+                "HUDDLE_APP_NAME": self.name,
+                "HUDDLE_COMMIT": commit or self.state.commit or "",
+            }
+        )
 
     def post(self, event: Event) -> None:
         self.box.post(event)
@@ -236,8 +250,10 @@ class AppController:
     def start_prepare(self) -> None:
         async def prepare() -> Event:
             prepared = await self.tree.prepare(self.state)
-            return TreeReady("prepare", prepared.commit, first=prepared.first,
-                             refused=prepared.refused)
+            return TreeReady(
+                "prepare", prepared.commit, first=prepared.first, refused=prepared.refused
+            )
+
         self.box.start_work(prepare(), lambda exc: TreeReady("prepare", None, exc))
 
     def arm_poll(self, *, first_look: bool = False) -> None:
@@ -265,6 +281,7 @@ class AppController:
         async def poll() -> Event:
             repo = self.config.repository
             return Polled(await self.git.remote_head(repo.remote, repo.branch))
+
         self.box.start_work(poll(), lambda exc: Polled(None, exc))
 
     async def on_polled(self, event: Polled) -> None:
@@ -307,6 +324,7 @@ class AppController:
 
         async def deploy() -> Event:
             return TreeReady("deploy", await self.tree.deploy(commit, running))
+
         self.box.start_work(deploy(), lambda exc: TreeReady("deploy", commit, exc))
 
     async def on_tree_ready(self, event: TreeReady) -> None:
@@ -334,8 +352,7 @@ class AppController:
         if event.first:
             self.state.commit = self.newest = commit
             self.state.deployed_at = self.wall_clock()
-            self.event("deploy", f"deploying {commit[:12]} (first deploy from this tree)",
-                       commit)
+            self.event("deploy", f"deploying {commit[:12]} (first deploy from this tree)", commit)
         if self.config.application is None:
             self.state.good = commit
             self.enter(State.SYNC_ONLY, f"tree at {commit[:12]}")
@@ -355,8 +372,7 @@ class AppController:
         if self.config.application is None:
             self.state.commit = self.state.good = self.newest = commit
             self.state.deployed_at = self.wall_clock()
-            self.event("deploy", f"tree at {commit[:12]} (was {(previous or '-')[:12]})",
-                       commit)
+            self.event("deploy", f"tree at {commit[:12]} (was {(previous or '-')[:12]})", commit)
             self.enter(State.SYNC_ONLY, f"tree at {commit[:12]}")
             return
         if self.current is State.TRIAL and previous and self.up_and_healthy():
@@ -371,11 +387,15 @@ class AppController:
         delay = self.gate.deploy_failed(commit, exc, self.now())
         keeps = "the running version keeps serving; " if self.proc is not None else ""
         if delay == math.inf:
-            self.error(f"refused to deploy {commit[:12]}: {exc}; {keeps}a new commit on the "
-                       "branch is tried")
+            self.error(
+                f"refused to deploy {commit[:12]}: {exc}; {keeps}a new commit on the "
+                "branch is tried"
+            )
         else:
-            self.error(f"deploy of {commit[:12]} failed: {exc}; {keeps}retrying in "
-                       f"{delay:.0f} s or when the branch moves")
+            self.error(
+                f"deploy of {commit[:12]} failed: {exc}; {keeps}retrying in "
+                f"{delay:.0f} s or when the branch moves"
+            )
         self.event("error", self.state.last_error or "", commit)
 
     # -- starting and stopping the process ----------------------------------------------------
@@ -395,18 +415,19 @@ class AppController:
         self.box.disarm("restart")
         try:
             proc = await self.start_process(
-                app.start, cwd=self.config.repository.local_path, env=self.app_env(),
-                log_path=self.log_path)
+                app.start,
+                cwd=self.config.repository.local_path,
+                env=self.app_env(),
+                log_path=self.log_path,
+            )
         except HuddleError as exc:
             self.trial = Trial(commit, self.now(), suspect) if trial else None
             await self.process_failed(f"cannot start: {exc}")
             return
-        append_log(self.log_path, f"--- huddle: started pid {proc.pid} at {commit[:12]} "
-                                  f"({reason})")
+        append_log(self.log_path, f"--- huddle: started pid {proc.pid} at {commit[:12]} ({reason})")
         self.up(proc, trial=trial, suspect=suspect, why=f"{commit[:12]} started ({reason})")
 
-    def up(self, proc: AppProcess, *, trial: bool, suspect: str | None = None,
-           why: str) -> None:
+    def up(self, proc: AppProcess, *, trial: bool, suspect: str | None = None, why: str) -> None:
         """`proc` now runs state.commit: watch its exit and health, and put it on trial."""
         self.proc = proc
         self.health = HealthCount(self.config.health, self.now())
@@ -429,21 +450,22 @@ class AppController:
             self.box.disarm(kind)
         if proc is not None and proc.running:
             code = await proc.stop(self.stop_timeout_s())
-            append_log(self.log_path, f"--- huddle: stopped pid {proc.pid} ({reason}), "
-                                      f"status {code}")
+            append_log(
+                self.log_path, f"--- huddle: stopped pid {proc.pid} ({reason}), status {code}"
+            )
         self.changed()
 
     async def adopt(self) -> bool:
         """Adopt the process a previous agent left running (stopping stray copies); returns
         whether there was one."""
         recorded, self.recorded = self.recorded, (None, None, None)
-        proc = await adopt_or_stop_strays(self.name, recorded, self.tag, self.log_path,
-                                          self.stop_timeout_s())
+        proc = await adopt_or_stop_strays(
+            self.name, recorded, self.tag, self.log_path, self.stop_timeout_s()
+        )
         if proc is None:
             return False
         self.event("adopt", f"adopted running pid {proc.pid} left by a previous agent")
-        self.up(proc, trial=self.state.commit != self.state.good,
-                why=f"adopted pid {proc.pid}")
+        self.up(proc, trial=self.state.commit != self.state.good, why=f"adopted pid {proc.pid}")
         self.box.arm("check", 0.0)
         return True
 
@@ -487,17 +509,19 @@ class AppController:
         failed = trial.commit
         if trial.suspect is not None:
             # the fallback failed too: blame the environment, ban nothing, retry the newest
-            self.crashloop(f"{failed[:12]} failed as well ({reason}) after "
-                           f"{trial.suspect[:12]} failed: the environment is at fault, "
-                           "nothing is banned")
+            self.crashloop(
+                f"{failed[:12]} failed as well ({reason}) after "
+                f"{trial.suspect[:12]} failed: the environment is at fault, "
+                "nothing is banned"
+            )
             return
         fallback = self.fallback_for(failed)
         if fallback is None:
-            self.crashloop(f"{failed[:12]} failed ({reason}) and nothing earlier ran "
-                           "healthily")
+            self.crashloop(f"{failed[:12]} failed ({reason}) and nothing earlier ran healthily")
             return
-        self.event("rollback", f"{failed[:12]} failed ({reason}); rolling back to "
-                               f"{fallback[:12]}", failed)
+        self.event(
+            "rollback", f"{failed[:12]} failed ({reason}); rolling back to {fallback[:12]}", failed
+        )
         self.state.last_error = f"rolled back {failed[:12]}: {reason}"
         self.switch_to(fallback, suspect=failed, why=f"rolling back to {fallback[:12]}")
 
@@ -522,19 +546,18 @@ class AppController:
         async def switch() -> Event:
             await self.tree.switch(commit, running)
             return TreeReady("switch", commit)
+
         self.pending_suspect = suspect
         self.box.start_work(switch(), lambda exc: TreeReady("switch", commit, exc))
 
     async def on_switched(self, event: TreeReady) -> None:
         suspect, self.pending_suspect = self.pending_suspect, None
         if event.error is not None:
-            self.crashloop(f"cannot move the tree to {(event.commit or '-')[:12]}: "
-                           f"{event.error}")
+            self.crashloop(f"cannot move the tree to {(event.commit or '-')[:12]}: {event.error}")
             return
         self.state.commit = event.commit
         self.state.deployed_at = self.wall_clock()
-        await self.launch(trial=True, reason="rollback" if suspect else "retry",
-                          suspect=suspect)
+        await self.launch(trial=True, reason="rollback" if suspect else "retry", suspect=suspect)
 
     def pass_trial(self) -> None:
         trial = self.trial
@@ -549,8 +572,9 @@ class AppController:
             if trial.suspect not in self.state.bad:
                 self.state.bad.append(trial.suspect)
             self.newest = trial.commit
-            reason = (f"{trial.suspect[:12]} is banned: its fallback {trial.commit[:12]} "
-                      "runs healthily")
+            reason = (
+                f"{trial.suspect[:12]} is banned: its fallback {trial.commit[:12]} runs healthily"
+            )
             self.event("ban", reason, trial.suspect)
             self.fleet.ban(trial.suspect, self.state.last_error or reason)
         else:
@@ -569,8 +593,10 @@ class AppController:
         if self.up_and_healthy():
             self.pass_trial()
             return
-        await self.process_failed(f"not healthy at the end of its window "
-                                  f"({self.state.health_detail or 'no successful check'})")
+        await self.process_failed(
+            f"not healthy at the end of its window "
+            f"({self.state.health_detail or 'no successful check'})"
+        )
 
     async def on_restart_deadline(self) -> None:
         if self.current is State.BACKOFF:
@@ -606,6 +632,7 @@ class AppController:
             except Exception as exc:  # a check must end in a verdict, never in silence
                 log.exception("%s: health check raised", self.name)
                 self.post(Checked(proc, False, f"check error: {exc!r}"))
+
         self.checking = asyncio.ensure_future(check())
 
     async def on_checked(self, ok: bool, detail: str) -> None:
@@ -646,8 +673,10 @@ class AppController:
             self.post(PollSoon(0.0))
 
     DEADLINES: dict[str, Callable[[AppController], Awaitable[None]]] = {
-        "poll": on_poll_deadline, "check": on_check_deadline,
-        "trial": on_trial_deadline, "restart": on_restart_deadline,
+        "poll": on_poll_deadline,
+        "check": on_check_deadline,
+        "trial": on_trial_deadline,
+        "restart": on_restart_deadline,
     }
 
 

@@ -10,13 +10,14 @@ translated here, once, into `huddle: message` and exit status 1; anything else i
 keeps its traceback. The original huddle's `huddle -c DIR [-d]` is rewritten to
 `huddle run DIR [--log-level debug]` before parsing.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from huddle import __version__
 from huddle.commands.common import add_state_dir
@@ -29,68 +30,128 @@ def _reload(parser: argparse.ArgumentParser) -> None:
 
 def _retry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", metavar="APP", help="the app (its config file's name)")
-    parser.add_argument("commits", nargs="*", metavar="COMMIT",
-                        help="commit ids or prefixes to clear (default: every ban)")
+    parser.add_argument(
+        "commits",
+        nargs="*",
+        metavar="COMMIT",
+        help="commit ids or prefixes to clear (default: every ban)",
+    )
     add_state_dir(parser)
 
 
 def _publish(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repo", metavar="REPO", help="git repository (bare or not)")
     parser.add_argument("--branch", required=True, help="branch to publish")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output tree: DIR/manifest.txt and DIR/blobs/")
-    parser.add_argument("--key", default=None,
-                        help="HMAC key that signs the manifest (default: $HUDDLE_KEY)")
-    parser.add_argument("--prune", action="store_true",
-                        help="delete blobs the new manifest does not name (off by default: "
-                             "a CDN may still serve an older manifest)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output tree: DIR/manifest.txt and DIR/blobs/"
+    )
+    parser.add_argument(
+        "--key", default=None, help="HMAC key that signs the manifest (default: $HUDDLE_KEY)"
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete blobs the new manifest does not name (off by default: "
+        "a CDN may still serve an older manifest)",
+    )
 
 
 def _flash(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG",
-                        help="device config (JSON: device, manifest, dir, minimum, maximum, "
-                             "main; optional mqtt, key, health, wifi)")
-    parser.add_argument("--port", "-p", required=True,
-                        help="the board's serial port (e.g. /dev/ttyUSB0, /dev/ttyACM0, COM3)")
-    parser.add_argument("--board", "-b", required=True,
-                        help="board definition in boards/ (e.g. esp32, rp2-pico-w, esp8266, "
-                             "unix)")
-    parser.add_argument("--no-compile", action="store_true",
-                        help="copy micro/*.py as source instead of compiling with mpy-cross")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check and stage everything, print the plan, touch no board")
-    parser.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
-                        help="limit for each mpremote session (default 180; the .mpy version "
-                             "query gets at most 30)")
+    parser.add_argument(
+        "config",
+        metavar="CONFIG",
+        help="device config (JSON: device, manifest, dir, minimum, maximum, "
+        "main; optional mqtt, key, health, wifi)",
+    )
+    parser.add_argument(
+        "--port",
+        "-p",
+        required=True,
+        help="the board's serial port (e.g. /dev/ttyUSB0, /dev/ttyACM0, COM3)",
+    )
+    parser.add_argument(
+        "--board",
+        "-b",
+        required=True,
+        help="board definition in boards/ (e.g. esp32, rp2-pico-w, esp8266, unix)",
+    )
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="copy micro/*.py as source instead of compiling with mpy-cross",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check and stage everything, print the plan, touch no board",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="limit for each mpremote session (default 180; the .mpy version "
+        "query gets at most 30)",
+    )
 
 
 def _demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (repos, state, logs) afterwards")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (repos, state, logs) afterwards",
+    )
 
 
-ArgumentBuilder = Union[Callable[[argparse.ArgumentParser], None], str]
+ArgumentBuilder = Callable[[argparse.ArgumentParser], None] | str
 
 # name -> (argument builder, handler "module:function", one-line help)
 COMMANDS: dict[str, tuple[ArgumentBuilder, str, str]] = {
-    "run": ("huddle.commands.run:add_arguments", "huddle.commands.run:main",
-            "run the agent for the apps configured in PATH (files or directories)"),
-    "check": ("huddle.commands.check:add_arguments", "huddle.commands.check:main",
-              "validate app configs; one line per problem, exit 0 when all are valid"),
-    "status": ("huddle.commands.status:add_arguments", "huddle.commands.status:main",
-               "show what the agent's state file says about each app"),
-    "reload": (_reload, "huddle.commands.control:reload",
-               "make the running agent reread its configs (as SIGHUP does)"),
-    "retry": (_retry, "huddle.commands.control:retry",
-              "lift a ban so a rolled-back commit may deploy again"),
-    "watch": ("huddle.commands.watch:add_arguments", "huddle.commands.watch:main",
-              "live table of every device reporting to an MQTT broker"),
-    "publish": (_publish, "huddle.board.publish:publish_command",
-                "write a branch as a static manifest tree for micro devices"),
-    "flash": (_flash, "huddle.board.flash:flash_command",
-              "copy the micro agent and a device config onto a MicroPython board"),
-    "demo": (_demo, "huddle.demo:demo_command",
-             "self-contained demo: deploy, update and roll back a tiny web app"),
+    "run": (
+        "huddle.commands.run:add_arguments",
+        "huddle.commands.run:main",
+        "run the agent for the apps configured in PATH (files or directories)",
+    ),
+    "check": (
+        "huddle.commands.check:add_arguments",
+        "huddle.commands.check:main",
+        "validate app configs; one line per problem, exit 0 when all are valid",
+    ),
+    "status": (
+        "huddle.commands.status:add_arguments",
+        "huddle.commands.status:main",
+        "show what the agent's state file says about each app",
+    ),
+    "reload": (
+        _reload,
+        "huddle.commands.control:reload",
+        "make the running agent reread its configs (as SIGHUP does)",
+    ),
+    "retry": (
+        _retry,
+        "huddle.commands.control:retry",
+        "lift a ban so a rolled-back commit may deploy again",
+    ),
+    "watch": (
+        "huddle.commands.watch:add_arguments",
+        "huddle.commands.watch:main",
+        "live table of every device reporting to an MQTT broker",
+    ),
+    "publish": (
+        _publish,
+        "huddle.board.publish:publish_command",
+        "write a branch as a static manifest tree for micro devices",
+    ),
+    "flash": (
+        _flash,
+        "huddle.board.flash:flash_command",
+        "copy the micro agent and a device config onto a MicroPython board",
+    ),
+    "demo": (
+        _demo,
+        "huddle.demo:demo_command",
+        "self-contained demo: deploy, update and roll back a tiny web app",
+    ),
 }
 
 
@@ -114,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="huddle",
         description="Pull-based deployment agent: follows git branches, supervises, "
-                    "health-checks and rolls back apps, reports over MQTT.")
+        "health-checks and rolls back apps, reports over MQTT.",
+    )
     parser.add_argument("--version", action="version", version=f"huddle {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (arguments, handler, help_text) in COMMANDS.items():
@@ -126,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve(ref: str) -> Callable[..., Any]:
     module, _, function = ref.partition(":")
-    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    handler: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:

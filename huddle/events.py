@@ -7,6 +7,7 @@ one at a time, so nothing about an app changes while another event about it is h
 A record that names a process is about that process only: the machine drops it once the
 process is no longer the current one (a late exit or check of a replaced version).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from huddle.errors import HuddleError
 
 @dataclass(frozen=True)
 class Exited:
-    proc: Any                  # the AppProcess that exited
-    code: int | None           # None when adopted (only a parent can read the status)
+    proc: Any  # the AppProcess that exited
+    code: int | None  # None when adopted (only a parent can read the status)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Checked:
 
 @dataclass(frozen=True)
 class Polled:
-    commit: str | None         # the branch's commit on the remote
+    commit: str | None  # the branch's commit on the remote
     error: HuddleError | OSError | None = None
 
 
@@ -39,26 +40,29 @@ class TreeReady:
     """A git/hook task ended. `purpose` says what it was for:
     "prepare" (first look at the tree), "deploy" (a new commit beside the running app) or
     "switch" (the tree moved to a known commit for a rollback or a retry)."""
+
     purpose: str
     commit: str | None
     error: HuddleError | OSError | None = None
-    first: bool = False        # prepare: the commit was never deployed from this tree
+    first: bool = False  # prepare: the commit was never deployed from this tree
     refused: HuddleError | None = None  # prepare: the tree's head may not run (unsigned)
 
 
 @dataclass(frozen=True)
 class Deadline:
-    kind: str                  # "poll", "check", "trial", "restart"
-    token: int                 # stale timers (re-armed since) carry an old token
+    kind: str  # "poll", "check", "trial", "restart"
+    token: int  # stale timers (re-armed since) carry an old token
 
 
 @dataclass(frozen=True)
 class PollSoon:
     """Poll within `delay_s` (a fleet trigger); never later than the timer would."""
+
     delay_s: float
 
 
 @dataclass(frozen=True)
 class Retry:
     """Clear bans (all of them when `commits` is empty) and look at the branch again."""
+
     commits: tuple[str, ...] = ()

@@ -7,6 +7,7 @@ shares bans between devices following the same remote and branch, and spreads a 
 over rollout waves. The rules it must keep: a fleet ban can only keep a device on what it
 runs (it never makes a device deploy anything), and a rollout delay only postpones.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

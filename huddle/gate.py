@@ -7,6 +7,7 @@ failed is remembered here: retried with capped backoff, or, when it was refused 
 (`RefusedError`: untracked files in its way, an untrusted signature), only once the branch
 has moved on. Only the newest head is remembered: a branch that moves clears the past.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,25 +25,26 @@ DEPLOY_RETRY_CAP_S = 300.0
 @dataclass(frozen=True)
 class Answer:
     deploy: bool
-    why_not: str | None = None      # said once per commit (log, state, event)
+    why_not: str | None = None  # said once per commit (log, state, event)
     look_again_s: float | None = None
 
 
 @dataclass
 class _Failed:
     commit: str
-    not_before: float               # inf: until the branch moves to another commit
+    not_before: float  # inf: until the branch moves to another commit
     backoff: Backoff
 
 
 class DeployGate:
-    def __init__(self, state: AppState, fleet: AppFleet, *, retry_base_s: float,
-                 rng: random.Random) -> None:
+    def __init__(
+        self, state: AppState, fleet: AppFleet, *, retry_base_s: float, rng: random.Random
+    ) -> None:
         self.state = state
         self.fleet = fleet
         self.retry_base_s = retry_base_s
         self.rng = rng
-        self.first_seen: dict[str, float] = {}   # commit -> when a poll first saw it
+        self.first_seen: dict[str, float] = {}  # commit -> when a poll first saw it
         self.failed: _Failed | None = None
 
     def ask(self, commit: str, now: float) -> Answer:
@@ -56,8 +58,9 @@ class DeployGate:
             self.first_seen = {commit: first}
         wait_s = first + self.fleet.rollout_delay_s(commit) - now
         if wait_s > 0:
-            return Answer(False, f"{commit[:12]} waits for its rollout wave "
-                                 f"({wait_s:.0f} s more)", wait_s)
+            return Answer(
+                False, f"{commit[:12]} waits for its rollout wave ({wait_s:.0f} s more)", wait_s
+            )
         failed = self.failed
         if failed is not None and failed.commit == commit:
             return Answer(now >= failed.not_before)
@@ -72,8 +75,7 @@ class DeployGate:
             return math.inf
         failed = self.failed
         if failed is None or failed.commit != commit:
-            failed = _Failed(commit, 0.0, Backoff(self.retry_base_s, DEPLOY_RETRY_CAP_S,
-                                                  self.rng))
+            failed = _Failed(commit, 0.0, Backoff(self.retry_base_s, DEPLOY_RETRY_CAP_S, self.rng))
         delay = failed.backoff.failed()
         failed.not_before = now + delay
         self.failed = failed

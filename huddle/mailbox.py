@@ -7,6 +7,7 @@ and dropped (`fresh`). At most one git/hook task runs per app (`start_work`): it
 the event its failure maps to, is posted like any other event, and a bug in it becomes an
 error event instead of a silent end that would leave the app waiting forever.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,7 +44,8 @@ class Mailbox:
         self.disarm(kind)
         token = self.tokens[kind]
         self.timers[kind] = asyncio.get_running_loop().call_later(
-            max(0.0, delay_s), self.post, Deadline(kind, token))
+            max(0.0, delay_s), self.post, Deadline(kind, token)
+        )
 
     def disarm(self, kind: str) -> None:
         handle = self.timers.pop(kind, None)
@@ -67,8 +69,9 @@ class Mailbox:
     def busy(self) -> bool:
         return self.work is not None
 
-    def start_work(self, work: Coroutine[Any, Any, Event],
-                   failed: Callable[[HuddleError | OSError], Event]) -> None:
+    def start_work(
+        self, work: Coroutine[Any, Any, Event], failed: Callable[[HuddleError | OSError], Event]
+    ) -> None:
         """Run one git/hook task; its result (or `failed(error)`) comes back as an event.
         The machine calls `work_done` when it reads that event."""
         if self.work is not None:
@@ -84,6 +87,7 @@ class Mailbox:
                 log.exception("%s: internal error in a git/hook task", self.name)
                 event = failed(HuddleError(f"internal error: {exc!r}"))
             self.post(event)
+
         self.work = asyncio.ensure_future(run())
 
     def work_done(self) -> None:

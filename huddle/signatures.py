@@ -18,13 +18,14 @@ One `git log -1 --format=%G?...` call both verifies and says who signed; only gi
 for OpenPGP a key of the keyring made it) is trusted. Signed tags are not followed: huddle
 deploys a branch head, and it is the head commit's own signature that is checked.
 """
+
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from huddle.config import RepositoryConfig
 from huddle.errors import GitError, SignatureError
@@ -38,14 +39,20 @@ _KEYRINGS = ("pubring.kbx", "pubring.gpg", "trustedkeys.kbx", "trustedkeys.gpg",
 # keys a trusted key is in only because the operator put it in `gpg home`; nothing is fetched
 _GPG_CONF = "trust-model always\nno-auto-key-retrieve\nno-autostart\n"
 # settings that decide what verification means; the environment must not add any
-_CONFIG_VARIABLES = ("GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
-                     "GNUPGHOME", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM")
+_CONFIG_VARIABLES = (
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GNUPGHOME",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+)
 
 # why a status is refused; {who} is Signature.describe(), {where} the trusted keys' files
 _REFUSALS = {
     "N": "is unsigned (no SSH or OpenPGP signature)",
     "B": "has a bad signature (the commit was changed after it was signed, or the signature "
-         "is forged)",
+    "is forged)",
     "U": "is {who}: that key is not in {where}",
     "E": "is {who}: the signature cannot be checked against {where}",
     "X": "is {who}, but the signature has expired",
@@ -62,11 +69,12 @@ def names_signers(repo: RepositoryConfig) -> bool:
 @dataclass(frozen=True)
 class Signature:
     """What git says of one commit's signature."""
+
     commit: str
-    status: str    # git's %G? letter: G good, B bad, U untrusted, E uncheckable, N none, ...
-    signer: str    # the allowed-signers principal or the OpenPGP user id ('' if unknown)
-    key: str       # the key's fingerprint (SSH) or id (OpenPGP), '' when there is none
-    detail: str    # the last line of ssh-keygen's or gpg's own message
+    status: str  # git's %G? letter: G good, B bad, U untrusted, E uncheckable, N none, ...
+    signer: str  # the allowed-signers principal or the OpenPGP user id ('' if unknown)
+    key: str  # the key's fingerprint (SSH) or id (OpenPGP), '' when there is none
+    detail: str  # the last line of ssh-keygen's or gpg's own message
 
     @property
     def trusted(self) -> bool:
@@ -86,28 +94,35 @@ class Signature:
 class Signers:
     """The trusted keys of one app, and the checks made against them."""
 
-    def __init__(self, allowed_signers: Path | None, gpg_home: Path | None, *,
-                 executable: str = "git", runner: CommandRunner = run_command,
-                 timeout_s: float = VERIFY_TIMEOUT_S,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        allowed_signers: Path | None,
+        gpg_home: Path | None,
+        *,
+        executable: str = "git",
+        runner: CommandRunner = run_command,
+        timeout_s: float = VERIFY_TIMEOUT_S,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.allowed_signers = allowed_signers
         self.gpg_home = gpg_home
         self.executable = executable
         self.runner = runner
         self.timeout_s = timeout_s
-        self.env = {k: v for k, v in git_environment(env).items()
-                    if k not in _CONFIG_VARIABLES
-                    and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))}
+        self.env = {
+            k: v
+            for k, v in git_environment(env).items()
+            if k not in _CONFIG_VARIABLES
+            and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+        }
         self.env.update(GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")
 
     @classmethod
-    def of(cls, repo: RepositoryConfig, runner: CommandRunner = run_command
-           ) -> Signers | None:
+    def of(cls, repo: RepositoryConfig, runner: CommandRunner = run_command) -> Signers | None:
         """The app's signers, or None when it names none (every commit is deployed)."""
         if not names_signers(repo):
             return None
-        return cls(repo.allowed_signers, repo.gpg_home, executable=repo.executable,
-                   runner=runner)
+        return cls(repo.allowed_signers, repo.gpg_home, executable=repo.executable, runner=runner)
 
     def where(self) -> str:
         """The trusted keys' files, for messages."""
@@ -121,17 +136,32 @@ class Signers:
         home = tempfile.mkdtemp(prefix="huddle-gnupg-")  # mode 0700, as gpg insists
         try:
             self._fill_gpg_home(Path(home))
-            argv = [self.executable, *self._options(tree), "log", "-1", "--no-walk",
-                    "--no-show-signature", f"--format={_FORMAT}", commit, "--"]
-            result = await self.runner(argv, cwd=str(tree), env={**self.env, "GNUPGHOME": home},
-                                       timeout_s=self.timeout_s, error_class=GitError)
+            argv = [
+                self.executable,
+                *self._options(tree),
+                "log",
+                "-1",
+                "--no-walk",
+                "--no-show-signature",
+                f"--format={_FORMAT}",
+                commit,
+                "--",
+            ]
+            result = await self.runner(
+                argv,
+                cwd=str(tree),
+                env={**self.env, "GNUPGHOME": home},
+                timeout_s=self.timeout_s,
+                error_class=GitError,
+            )
         finally:
             shutil.rmtree(home, ignore_errors=True)
         fields = (result.stdout.rstrip("\n").split("\0") + [""] * 5)[:5]
         status, signer, key, fingerprint, output = fields
         lines = [line.strip() for line in output.splitlines() if line.strip()]
-        return Signature(commit, status or "N", signer.strip(), fingerprint or key,
-                         lines[-1] if lines else "")
+        return Signature(
+            commit, status or "N", signer.strip(), fingerprint or key, lines[-1] if lines else ""
+        )
 
     async def require(self, tree: Path, commit: str) -> Signature:
         """Verify `commit`; raise SignatureError (a RefusedError) unless a trusted key
@@ -139,13 +169,15 @@ class Signers:
         signature = await self.check(tree, commit)
         if signature.trusted:
             return signature
-        template = _REFUSALS.get(signature.status, "is {who}: git's verdict is %s"
-                                 % signature.status)
+        template = _REFUSALS.get(
+            signature.status, f"is {{who}}: git's verdict is {signature.status}"
+        )
         reason = template.format(who=signature.describe(), where=self.where())
         if signature.status in ("B", "E") and signature.detail:
             reason += f": {signature.detail}"
-        raise SignatureError(commit, signature.describe(), signature.status,
-                             f"{commit[:12]} {reason}")
+        raise SignatureError(
+            commit, signature.describe(), signature.status, f"{commit[:12]} {reason}"
+        )
 
     def _options(self, tree: Path) -> list[str]:
         """`-c` settings overriding every file git reads: what verifies, against what."""
@@ -174,8 +206,7 @@ class Signers:
             if source.is_file():
                 shutil.copyfile(source, home / name)
                 if name.startswith("trustedkeys"):
-                    extra.append(name)   # gpgv's keyring: gpg reads it only when named
+                    extra.append(name)  # gpgv's keyring: gpg reads it only when named
         if extra:
             with open(home / "gpg.conf", "a", encoding="utf-8") as fh:
                 fh.writelines(f"keyring {name}\n" for name in extra)
-

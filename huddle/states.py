@@ -20,6 +20,7 @@ A deploy of a new commit happens beside the running process (fetch, checkout, ho
 install run while the old version serves), so no state stands for it: the app moves from
 whatever it was in to `trial` when the new process starts.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -42,8 +43,7 @@ S = State
 # from -> the states it may move to. Every state may move to `stopped` (the user's stop).
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.STOPPED: frozenset({S.SYNCING}),
-    S.SYNCING: frozenset({S.TRIAL, S.RUNNING, S.BACKOFF, S.CRASHLOOP, S.SYNC_ONLY,
-                          S.SYNCING}),
+    S.SYNCING: frozenset({S.TRIAL, S.RUNNING, S.BACKOFF, S.CRASHLOOP, S.SYNC_ONLY, S.SYNCING}),
     S.TRIAL: frozenset({S.TRIAL, S.RUNNING, S.SYNCING, S.CRASHLOOP}),
     S.RUNNING: frozenset({S.TRIAL, S.BACKOFF}),
     S.BACKOFF: frozenset({S.RUNNING, S.TRIAL, S.BACKOFF, S.SYNCING, S.CRASHLOOP}),

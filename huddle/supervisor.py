@@ -7,6 +7,7 @@ a passing check clears the count, and `retries` consecutive failures are a verdi
 check configured, staying up through `grace` is the check. The machine decides what a
 verdict means (a restart, or the end of a trial).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,10 @@ log = logging.getLogger("huddle.app")
 
 
 class Verdict(Enum):
-    HEALTHY = "healthy"     # the check passed
-    GRACE = "grace"         # failed, but inside the grace period: not counted
-    FAILING = "failing"     # failed, fewer than `retries` times in a row
-    FAILED = "failed"       # failed `retries` times in a row
+    HEALTHY = "healthy"  # the check passed
+    GRACE = "grace"  # failed, but inside the grace period: not counted
+    FAILING = "failing"  # failed, fewer than `retries` times in a row
+    FAILED = "failed"  # failed `retries` times in a row
 
 
 class HealthCount:
@@ -36,8 +37,9 @@ class HealthCount:
     def next_check_at(self) -> float:
         # a first look soon after the start (an HTTP app is often up within a second);
         # without a check, surviving the grace period is the first "check"
-        first = self.started_at + (self.cfg.grace_s if self.cfg.type == "none"
-                                   else min(self.cfg.grace_s, 1.0))
+        first = self.started_at + (
+            self.cfg.grace_s if self.cfg.type == "none" else min(self.cfg.grace_s, 1.0)
+        )
         return max(first, self.last_check + self.cfg.interval_s)
 
     def record(self, ok: bool, now: float) -> Verdict:
@@ -51,9 +53,13 @@ class HealthCount:
         return Verdict.FAILED if self.failures >= self.cfg.retries else Verdict.FAILING
 
 
-async def adopt_or_stop_strays(name: str, recorded: tuple[int | None, int | None, str | None],
-                               tag: str, log_path: Path,
-                               stop_timeout_s: float) -> AppProcess | None:
+async def adopt_or_stop_strays(
+    name: str,
+    recorded: tuple[int | None, int | None, str | None],
+    tag: str,
+    log_path: Path,
+    stop_timeout_s: float,
+) -> AppProcess | None:
     """Exactly one copy runs: adopt the process a previous agent recorded (pid, kernel start
     time, boot id) if it is really that process, and stop any other process carrying this
     app's tag (started by an agent that died before it could record it)."""

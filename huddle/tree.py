@@ -18,6 +18,7 @@ head prepares nothing to run (`Prepared(None, ...)`), so the app waits for a tru
 A commit the state already records as deployed is not checked again at an agent restart:
 it ran before, and keeps running until the branch brings a trusted one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,18 +38,24 @@ log = logging.getLogger("huddle.app")
 
 @dataclass(frozen=True)
 class Prepared:
-    commit: str | None     # what the app should run from this tree (None: nothing yet)
-    first: bool            # never deployed from this tree: it got its hooks and install
+    commit: str | None  # what the app should run from this tree (None: nothing yet)
+    first: bool  # never deployed from this tree: it got its hooks and install
     refused: SignatureError | None = None  # the head no trusted key signed: nothing runs
 
 
 class Tree:
-    def __init__(self, config: AppConfig, git: GitRepo, *, log_path: Path,
-                 env_for: Callable[[str | None], Mapping[str, str]]) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        git: GitRepo,
+        *,
+        log_path: Path,
+        env_for: Callable[[str | None], Mapping[str, str]],
+    ) -> None:
         self.config = config
         self.git = git
         self.log_path = log_path
-        self.env_for = env_for   # the hooks' environment for a commit
+        self.env_for = env_for  # the hooks' environment for a commit
 
     @property
     def branch(self) -> str:
@@ -69,10 +76,21 @@ class Tree:
         signature = await signers.require(self.git.path, commit)
         log.info("%s: %s is %s", self.config.name, commit[:12], signature.describe())
 
-    async def hooks(self, commands: Sequence[tuple], what: str, commit: str | None,
-                    timeout_s: float = HOOK_TIMEOUT_S) -> None:
-        await run_hooks(commands, what, cwd=self.config.repository.local_path,
-                        env=self.env_for(commit), log_path=self.log_path, timeout_s=timeout_s)
+    async def hooks(
+        self,
+        commands: Sequence[tuple],
+        what: str,
+        commit: str | None,
+        timeout_s: float = HOOK_TIMEOUT_S,
+    ) -> None:
+        await run_hooks(
+            commands,
+            what,
+            cwd=self.config.repository.local_path,
+            env=self.env_for(commit),
+            log_path=self.log_path,
+            timeout_s=timeout_s,
+        )
 
     async def install(self, commit: str, *, post_pull: bool = True) -> None:
         """What a commit needs after checkout: post-pull hooks, then `install`."""
@@ -88,16 +106,21 @@ class Tree:
         cloned = False
         if not self.git.is_clone():
             if not repo.remote_path:
-                raise HuddleError(f"{repo.local_path} is not a git clone and `remote path` "
-                                  "is empty: nothing to clone from")
-            log.info("%s: cloning %s into %s", self.config.name, redact(repo.remote_path),
-                     repo.local_path)
+                raise HuddleError(
+                    f"{repo.local_path} is not a git clone and `remote path` "
+                    "is empty: nothing to clone from"
+                )
+            log.info(
+                "%s: cloning %s into %s",
+                self.config.name,
+                redact(repo.remote_path),
+                repo.local_path,
+            )
             await self.git.clone(repo.remote_path, repo.remote, repo.branch)
             cloned = True
         elif state.commit is None:
             # a clone huddle never deployed from: a developer's work must not be lost
-            problem = await self.git.adoption_problem(repo.remote, repo.remote_path,
-                                                      repo.branch)
+            problem = await self.git.adoption_problem(repo.remote, repo.remote_path, repo.branch)
             if problem:
                 raise HuddleError(problem)
         await self.git.ensure_remote(repo.remote, repo.remote_path)
@@ -117,8 +140,11 @@ class Tree:
             try:
                 await self.verify(head)
             except SignatureError as exc:
-                log.error("%s: %s; nothing runs until a commit signed by a trusted key "
-                          "arrives", self.config.name, exc)
+                log.error(
+                    "%s: %s; nothing runs until a commit signed by a trusted key arrives",
+                    self.config.name,
+                    exc,
+                )
                 return Prepared(None, False, exc)
             await self.install(head)
             return Prepared(head, True)
@@ -135,7 +161,7 @@ class Tree:
             await self.hooks(self.config.scripts.pre_pull, "pre-pull", running)
         if not await self.git.has_commit(commit):
             commit = await self.git.fetch(repo.remote, repo.branch)
-        await self._verify_for(commit, running)   # before the tree moves
+        await self._verify_for(commit, running)  # before the tree moves
         await self._move(commit, running, post_pull=True)
         return commit
 
@@ -153,9 +179,12 @@ class Tree:
         except SignatureError as exc:
             if running:
                 raise
-            raise SignatureError(exc.commit, exc.who, exc.status,
-                                 f"{exc}; nothing runs until a commit signed by a trusted "
-                                 "key arrives") from None
+            raise SignatureError(
+                exc.commit,
+                exc.who,
+                exc.status,
+                f"{exc}; nothing runs until a commit signed by a trusted key arrives",
+            ) from None
 
     async def _move(self, commit: str, running: str | None, *, post_pull: bool) -> None:
         await self.git.checkout(commit, self.branch)
@@ -173,5 +202,4 @@ class Tree:
         try:
             await self.git.checkout(running, self.branch)
         except HuddleError as exc:
-            log.error("%s: cannot put the tree back at %s: %s", self.config.name,
-                      running[:12], exc)
+            log.error("%s: cannot put the tree back at %s: %s", self.config.name, running[:12], exc)

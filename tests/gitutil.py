@@ -758,13 +758,3 @@ def tmpfs(path: Path, size: str = "3m"):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], timeout=30)
-
-
-def __getattr__(name: str) -> object:
-    """`agent_factory` lives in conftest.py; test_mqtt_agent.py and test_signed.py (owned by
-    other branches) still import it from here. Delete this once those imports are gone."""
-    if name == "agent_factory":
-        from tests.conftest import agent_factory
-
-        return agent_factory
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

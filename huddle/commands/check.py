@@ -5,6 +5,7 @@ read them; a one-line summary goes to stderr. It shares every refusal with `run`
 dir's included (`--state-dir`, default as `run`). Exit 0 only when every config is valid. The
 config loader is imported inside `main`, keeping the CLI's start-up light.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,14 @@ from huddle.commands.common import add_state_dir, state_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                        help="an app config (.json or .ini) or a directory of them")
-    add_state_dir(parser)     # as `run` would use it: app trees must stay out of it
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="an app config (.json or .ini) or a directory of them",
+    )
+    add_state_dir(parser)  # as `run` would use it: app trees must stay out of it
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,8 +35,10 @@ def main(args: argparse.Namespace) -> int:
     bad_files = len({problem.file for problem in problems})
     if problems:
         total = len(configs) + bad_files
-        print(f"{_count(len(problems), 'problem')} in {bad_files} of "
-              f"{_count(total, 'file')}", file=sys.stderr)
+        print(
+            f"{_count(len(problems), 'problem')} in {bad_files} of {_count(total, 'file')}",
+            file=sys.stderr,
+        )
         return 1
     print(f"{_count(len(configs), 'config')} valid", file=sys.stderr)
     return 0

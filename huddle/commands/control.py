@@ -4,6 +4,7 @@
 `retry` lifts bans: with an agent running, as a request file its app takes at its next poll
 (the agent owns state.json, huddle/requests.py); with none, by editing state.json directly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,12 +47,13 @@ def retry(args: argparse.Namespace) -> int:
     if args.app not in apps:
         raise HuddleError(f"no app {args.app!r} in {store.path}")
     banned = apps[args.app].bad
-    cleared = [c for c in banned if not args.commits
-               or any(c.startswith(p) for p in args.commits)]
+    cleared = [c for c in banned if not args.commits or any(c.startswith(p) for p in args.commits)]
     if args.commits and not cleared:
-        print(f"huddle: {args.app}: none of those commits is banned (banned: "
-              f"{', '.join(c[:12] for c in banned) or 'none'}); a refused deploy is "
-              "retried all the same")
+        print(
+            f"huddle: {args.app}: none of those commits is banned (banned: "
+            f"{', '.join(c[:12] for c in banned) or 'none'}); a refused deploy is "
+            "retried all the same"
+        )
     pid = AgentLock.holder_pid(directory)
     if pid is None:
         apps[args.app].bad = [c for c in banned if c not in cleared]
@@ -59,6 +61,8 @@ def retry(args: argparse.Namespace) -> int:
         print(f"huddle: {args.app}: cleared {len(cleared)} ban(s); the agent is not running")
         return 0
     write_retry(directory, args.app, tuple(args.commits))
-    print(f"huddle: {args.app}: asked the agent (pid {pid}) to clear "
-          f"{', '.join(c[:12] for c in cleared) or 'the ban'} at its next poll")
+    print(
+        f"huddle: {args.app}: asked the agent (pid {pid}) to clear "
+        f"{', '.join(c[:12] for c in cleared) or 'the ban'} at its next poll"
+    )
     return 0
