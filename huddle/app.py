@@ -112,7 +112,7 @@ class AppController:
         self.take_retry = take_retry  # a `huddle retry` waiting for this app's next poll
         self.fleet: AppFleet = fleet or LocalOnly()
         self.first_seen: dict[str, float] = {}   # commit -> when a poll first saw it
-        self.skip_noted: str | None = None       # the commit whose skip was last logged
+        self.skip_noted: tuple[str, str] | None = None  # (commit, why) last said of a skip
         self.current = State.STOPPED
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.proc: AppProcess | None = None
@@ -330,7 +330,7 @@ class AppController:
             return False
         banned = self.fleet.banned(commit)
         if banned is not None:
-            self.note_skip(commit, f"skipping {commit[:12]}: {banned}")
+            self.note_skip(commit, f"skipping {commit[:12]}: {banned}", "banned")
             return False
         first = self.first_seen.setdefault(commit, self.now())
         if len(self.first_seen) > 16:  # only the last few heads matter
@@ -338,7 +338,7 @@ class AppController:
         wait_s = first + self.fleet.rollout_delay_s(commit) - self.now()
         if wait_s > 0:
             self.note_skip(commit, f"{commit[:12]} waits for its rollout wave "
-                                   f"({wait_s:.0f} s more)")
+                                   f"({wait_s:.0f} s more)", "wave")
             self.arm("poll", min(self.due_in("poll"), wait_s))
             return False
         d = self.deferred
@@ -347,11 +347,11 @@ class AppController:
         self.deferred = None  # the branch moved on: an older failure no longer matters
         return True
 
-    def note_skip(self, commit: str, message: str) -> None:
+    def note_skip(self, commit: str, message: str, why: str) -> None:
         """Say once per commit why it is not deployed (log, state and an event)."""
-        if self.skip_noted == commit:
+        if self.skip_noted == (commit, why):
             return
-        self.skip_noted = commit
+        self.skip_noted = (commit, why)
         self.state.last_error = message
         self.event("skip", message, commit)
         self.changed()

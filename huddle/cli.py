@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reload": ("reload", "make the running agent reread its configs (as SIGHUP does)"),
     "retry": ("retry", "clear a ban so a rolled-back commit may deploy again"),
     "watch": ("watch", "live table of every device reporting to an MQTT broker"),
+    "trigger": ("trigger", "ask agents over MQTT to poll now (each within a random spread)"),
     "publish": ("publish", "write a branch as a static manifest tree for micro devices"),
     "flash": ("flash", "copy the micro agent and a device config onto a MicroPython board"),
     "demo": ("demo", "self-contained demo: deploy, update and roll back a tiny web app"),

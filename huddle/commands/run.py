@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="republish status at least this often (default 30)")
     parser.add_argument("--ha-discovery", action="store_true",
                         help="publish Home Assistant MQTT discovery configs")
+    parser.add_argument("--ha-prefix", default="homeassistant", metavar="PREFIX",
+                        help="Home Assistant's discovery prefix (default homeassistant)")
     add_log_level(parser)
 
 
@@ -50,9 +52,20 @@ def main(args: argparse.Namespace) -> int:
     AgentLock(store.dir).acquire()  # held until this process exits, however it exits
     agent = Agent(configs, store, paths=args.paths)
     if args.mqtt:
+        from huddle.events import PollSoon
+        from huddle.mqtt.fleetlink import FleetLink
         from huddle.mqtt.reporter import make_reporter, validate_device_id
-        agent.reporter = make_reporter(
+        reporter = agent.reporter = make_reporter(
             args.mqtt, validate_device_id(device_id), agent.apps_snapshot,
             topic_prefix=args.mqtt_prefix, ca_file=args.mqtt_ca, heartbeat_s=args.heartbeat,
-            ha_discovery=args.ha_discovery)
+            ha_discovery=args.ha_discovery, ha_prefix=args.ha_prefix)
+
+        def poll_soon(app: str, delay_s: float) -> None:
+            controller = agent.controllers.get(app)
+            if controller is not None:
+                controller.post(PollSoon(delay_s))
+        # triggers, fleet bans and rollout waves share the reporter's connection
+        fleet = FleetLink(reporter.link, args.mqtt_prefix, device_id, store.dir,
+                          app_names=lambda: list(agent.controllers), poll_soon=poll_soon)
+        agent.fleet_for = fleet.app_fleet
     return asyncio.run(agent.run())

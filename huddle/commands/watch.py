@@ -2,8 +2,9 @@
 
 A client tool, not the agent, so it uses paho's own blocking `loop(timeout)` (which waits in
 select, never spins) with a one-second tick for the ages. It subscribes to
-`<prefix>/+/status`; retained reports give the fleet at once, live ones update it, and a
-device whose last will fired shows `offline`. On a terminal the table is redrawn in place
+`<prefix>/+/status` (and `<prefix>/+/last`, each device's last known version and apps);
+retained reports give the fleet at once, live ones update it, and a device whose last will
+fired shows `offline` with what it ran last. On a terminal the table is redrawn in place
 (ANSI home + clear); in a pipe each report is one plain line; `--json` streams each report
 as `{"topic", "retained", "payload"}`. `--once` prints what the broker holds and exits;
 `--duration S` exits after S seconds. paho is imported only when the command runs.
@@ -40,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from huddle.mqtt.url import client_id, parse_url, validate_prefix
     from huddle.mqtt.fleet import Fleet, json_line
+    from huddle.mqtt.oneshot import client_for
+    from huddle.mqtt.url import parse_url, validate_prefix
 
     if not args.mqtt:
         raise HuddleError("watch needs a broker: --mqtt URL (or HUDDLE_MQTT)")
@@ -51,7 +53,6 @@ def main(args: argparse.Namespace) -> int:
         raise HuddleError("--duration must be a positive number of seconds")
     try:
         import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
     except ImportError as exc:
         raise HuddleError("watch needs paho-mqtt: pip install 'huddle[mqtt]'") from exc
 
@@ -64,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
         if reason_code.is_failure:
             state["refused"] = str(reason_code)
             return
-        client.subscribe(f"{prefix}/+/status", qos=1)
+        client.subscribe([(f"{prefix}/+/status", 1), (f"{prefix}/+/last", 1)])
 
     def on_subscribe(client, userdata, mid, reason_codes, properties):
         state["subscribed"] = True
@@ -74,25 +75,15 @@ def main(args: argparse.Namespace) -> int:
         state["last_message"] = time.monotonic()
         dev = fleet.update(msg.topic, msg.payload, bool(msg.retain))
         if args.json:
-            if dev is not None or not msg.payload:
+            if dev is not None or (not msg.payload and msg.topic.endswith("/status")):
                 _emit(json_line(msg.topic, msg.payload, bool(msg.retain)))
         elif dev is not None and not tty and not args.once:
             _emit(fleet.line(dev))
         state["dirty"] = True
 
-    client = paho.Client(CallbackAPIVersion.VERSION2,
-                         client_id=client_id(f"{os.uname().nodename}-{os.getpid()}", "watch"),
-                         protocol=paho.MQTTv311, clean_session=True)
-    if target.username is not None:
-        client.username_pw_set(target.username, target.password)
-    if target.tls:
-        client.tls_set_context(target.ssl_context())
+    client = client_for(target, "watch")
     client.on_connect, client.on_subscribe = on_connect, on_subscribe
     client.on_message = on_message
-    try:
-        client.connect(target.host, target.port, keepalive=30)
-    except OSError as exc:  # ssl errors are OSErrors too
-        raise HuddleError(f"cannot connect to MQTT broker {target.redacted}: {exc}") from exc
 
     started = time.monotonic()
     deadline = started + args.duration if args.duration else None

@@ -21,12 +21,12 @@ from typing import Sequence
 from huddle.config.checker import HEALTH_TYPES, ConfigChecker
 from huddle.config.reader import SECTIONS, SUFFIXES
 from huddle.config.types import (AppConfig, ApplicationConfig, Command, HealthConfig,
-                                RepositoryConfig, ScriptsConfig, TimingConfig, parse_command,
-                                ref_name_problem)
+                                RepositoryConfig, RolloutConfig, ScriptsConfig, TimingConfig,
+                                parse_command, ref_name_problem)
 from huddle.errors import ConfigError, ConfigErrors
 
 __all__ = ["AppConfig", "ApplicationConfig", "Command", "HealthConfig", "RepositoryConfig",
-           "ScriptsConfig", "TimingConfig", "HEALTH_TYPES", "SECTIONS", "SUFFIXES", "load_file",
+           "RolloutConfig", "ScriptsConfig", "TimingConfig", "HEALTH_TYPES", "SECTIONS", "SUFFIXES", "load_file",
            "load_paths",
            "parse_command", "ref_name_problem"]
 

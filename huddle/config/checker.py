@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from huddle.config.reader import MISSING, ConfigReader, kind_of
 from huddle.config.signers import allowed_signers_problems, gpg_home_problems
 from huddle.config.types import (AppConfig, ApplicationConfig, Command, HealthConfig,
-                                RepositoryConfig, ScriptsConfig, TimingConfig, parse_command,
-                                ref_name_problem)
+                                RepositoryConfig, RolloutConfig, ScriptsConfig, TimingConfig,
+                                parse_command, ref_name_problem)
 
 HEALTH_TYPES = ("http", "socket", "none")
 _ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
@@ -165,11 +165,12 @@ class ConfigChecker(ConfigReader):
                                         "section, or remove them")
         scripts = self.scripts()
         health = self.health()
+        rollout = self.rollout()
         self.reserved_test()
-        if self.problems or None in (repository, timing, health, scripts):
+        if self.problems or None in (repository, timing, health, scripts, rollout):
             return None
         return AppConfig(self.path.stem, self.path, repository, timing, application, health,
-                         scripts)
+                         scripts, rollout)
 
     def resolve(self, text: str) -> str:
         base = self.path.absolute().parent
@@ -279,6 +280,36 @@ class ConfigChecker(ConfigReader):
             return self.command("application.start", shlex.join(interpreter) + " " + start)
         tail = self.command("application.start", start)
         return None if tail is None else interpreter + tail
+
+    def rollout(self) -> RolloutConfig | None:
+        before = len(self.problems)
+        values: dict[str, Any] = {}
+        for key in ("spread", "wait"):
+            value = self.get("rollout", key)
+            if value is not MISSING:
+                values[f"{key}_s"] = self.number(f"rollout.{key}", value, above=False)
+        canary = self.get("rollout", "canary")
+        if canary is not MISSING:
+            values["canary"] = self.canary_patterns("rollout.canary", canary)
+        return None if len(self.problems) > before else RolloutConfig(**values)
+
+    def canary_patterns(self, where: str, value: Any) -> tuple | None:
+        """true (this device is a canary), false, or device-id patterns (`pi-0*`)."""
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "false",
+                                                                 "no", "off"):
+            value = value.strip().lower() in ("true", "yes", "on")
+        if isinstance(value, bool):
+            return ("*",) if value else ()
+        if isinstance(value, str):
+            items: list = [v.strip() for v in value.split(",")]
+        elif isinstance(value, list) and not self.ini:
+            items = value
+        else:
+            return self.problem(where, f"expected true, false or device id patterns, "
+                                       f"got {kind_of(value)}")
+        if not all(isinstance(i, str) and i.strip() for i in items):
+            return self.problem(where, "expected a list of non-empty device id patterns")
+        return tuple(i.strip() for i in items)
 
     def scripts(self) -> ScriptsConfig | None:
         before = len(self.problems)

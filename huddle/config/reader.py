@@ -34,6 +34,7 @@ SECTIONS: dict[str, tuple] = {
     "scripts": ("pre-pull", "post-pull"),           # original huddle
     "watchdog": ("period", "host", "port", "request", "response"),  # original huddle
     "test": ("remote", "pass response"),            # original huddle, reserved and unused
+    "rollout": ("spread", "canary", "wait"),         # fleet rollout waves (docs/mqtt.md)
 }
 MISSING = object()                                  # a key the file does not give
 # Bounds that keep checking a hostile or mistaken file quick; far above any real config.

@@ -4,10 +4,12 @@ HA discovers entities from retained configs on
 `homeassistant/<component>/<node_id>/<object_id>/config`. Per app we announce two
 binary_sensors (`running`, `healthy`) and one sensor (the deployed commit), all reading the
 device's existing status topic through `value_template`s, so huddle publishes no extra
-state. Availability is the same status topic with a template on `state`, which makes the
+state. What is not known renders as `None`, which HA's MQTT sensors read as `unknown`: the
+commit of an app that has none yet, and the health of an app that is stopped or not yet
+checked (`healthy` null), which must not show as a problem. Availability is the same status topic with a template on `state`, which makes the
 last will (`{"state": "offline"}`) mark every entity unavailable. An app that disappears gets
 an empty retained config, which is how HA is told to delete an entity. Pure functions: the
-reporter decides when to publish.
+reporter decides when to publish. The discovery prefix is HA's setting (`--ha-prefix`).
 """
 from __future__ import annotations
 
@@ -39,14 +41,17 @@ def entities(device: str, app: str) -> List[Tuple[str, str, dict]]:
         ("binary_sensor", "healthy", {
             # HA's "problem" class is on when something is wrong: on = unhealthy
             "name": f"{app} health", "device_class": "problem",
-            "value_template": f"{{{{ 'OFF' if {_app_value(app, 'healthy')} else 'ON' }}}}"}),
+            "value_template": f"{{% set h = {_app_value(app, 'healthy')} %}}"
+                              "{{ None if h is none else ('OFF' if h else 'ON') }}"}),
         ("sensor", "commit", {
             "name": f"{app} commit", "icon": "mdi:source-commit",
-            "value_template": f"{{{{ ({_app_value(app, 'commit')} or '')[:12] }}}}"}),
+            "value_template": f"{{% set c = {_app_value(app, 'commit')} %}}"
+                              "{{ c[:12] if c else None }}"}),
     ]
 
 
-def configs(prefix: str, device: str, app: str, version: str) -> Dict[str, bytes]:
+def configs(prefix: str, device: str, app: str, version: str,
+            ha_prefix: str = DISCOVERY_PREFIX) -> Dict[str, bytes]:
     """topic -> retained discovery payload for every entity of one app."""
     status_topic = f"{prefix}/{device}/status"
     node = _slug(f"huddle_{device}")
@@ -65,11 +70,13 @@ def configs(prefix: str, device: str, app: str, version: str) -> Dict[str, bytes
                        "sw_version": version},
         }
         config.update(specific)
-        topic = f"{DISCOVERY_PREFIX}/{component}/{node}/{object_id}/config"
+        topic = f"{ha_prefix}/{component}/{node}/{object_id}/config"
         out[topic] = json.dumps(config, sort_keys=True).encode("utf-8")
     return out
 
 
-def removals(prefix: str, device: str, apps: Iterable[str]) -> Dict[str, bytes]:
+def removals(prefix: str, device: str, apps: Iterable[str],
+             ha_prefix: str = DISCOVERY_PREFIX) -> Dict[str, bytes]:
     """Empty retained payloads that make HA forget the entities of `apps`."""
-    return {topic: b"" for app in apps for topic in configs(prefix, device, app, "")}
+    return {topic: b"" for app in apps
+            for topic in configs(prefix, device, app, "", ha_prefix)}

@@ -1,5 +1,9 @@
 """The fleet as `huddle watch` sees it: one row per device heard on `<prefix>/+/status`.
 
+A device's last will holds only `{"state": "offline"}`; what it ran before comes from its
+retained `<prefix>/<device>/last` (the status as of its latest deploy), so a device that went
+offline before watch started still shows its last known version and apps.
+
 `Fleet.update()` takes each status message (retained or live) and keeps the latest report per
 device; `table()` renders the whole fleet for a terminal, `line()` one report for a log or a
 pipe, and `json_line()` the raw report for scripts. Pure and clock-injected, so the command
@@ -27,12 +31,12 @@ class Device:
     heard_at: float = 0.0  # wall-clock time the report was written (see module docstring)
 
 
-def device_of(topic: str, prefix: str) -> Optional[str]:
-    """`<prefix>/<device>/status` -> device, or None for any other topic."""
+def device_of(topic: str, prefix: str, kind: str = "status") -> Optional[str]:
+    """`<prefix>/<device>/<kind>` -> device, or None for any other topic."""
     head, sep, rest = topic.partition(prefix + "/")
-    if head or not sep or not rest.endswith("/status"):
+    if head or not sep or not rest.endswith("/" + kind):
         return None
-    device = rest[: -len("/status")]
+    device = rest[: -len(kind) - 1]
     return device if device and "/" not in device else None
 
 
@@ -50,12 +54,14 @@ class Fleet:
         self.prefix = prefix
         self.clock = clock
         self.devices: Dict[str, Device] = {}
+        self.last_known: Dict[str, dict] = {}
 
     def update(self, topic: str, payload: bytes, retained: bool) -> Optional[Device]:
         """Record one status message; returns the device row, or None when the topic or
         payload is not a status report (an empty retained payload clears a device)."""
         name = device_of(topic, self.prefix)
         if name is None:
+            self.remember(topic, payload)
             return None
         if not payload:
             self.devices.pop(name, None)
@@ -70,12 +76,26 @@ class Fleet:
         dev = self.devices.get(name) or Device(name)
         dev.state = str(report.get("state", "?"))
         dev.heard_at = heard_at
-        if dev.state == "offline" and "apps" not in report and dev.report.get("apps"):
-            # the last will carries no apps: keep showing what the device last ran
-            report = dict(report, apps=dev.report["apps"])
+        if dev.state == "offline":
+            # the last will carries only the state: keep showing what the device last ran
+            known = dev.report if dev.report.get("apps") else self.last_known.get(name, {})
+            kept = {k: known[k] for k in ("version", "apps") if k in known and k not in report}
+            report = dict(report, **kept)
         dev.report = report
         self.devices[name] = dev
         return dev
+
+    def remember(self, topic: str, payload: bytes) -> None:
+        """A `<prefix>/<device>/last` message: fills in an offline row that lacks apps."""
+        name = device_of(topic, self.prefix, "last")
+        report = decode(payload) if name is not None and payload else None
+        if name is None or not isinstance(report, dict):
+            return
+        self.last_known[name] = report
+        dev = self.devices.get(name)
+        if dev is not None and dev.state == "offline" and not dev.report.get("apps"):
+            dev.report = dict(dev.report, **{k: report[k] for k in ("version", "apps")
+                                             if k in report})
 
     def line(self, dev: Device) -> str:
         """One report as one plain line: `device state age apps...`."""

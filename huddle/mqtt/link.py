@@ -15,6 +15,8 @@ paho does the MQTT protocol; this module does everything that touches time and s
   No thread, no `loop_start()`.
 - **Reconnecting** uses capped exponential backoff with jitter; the failure count resets on
   every successful CONNACK.
+- **Subscriptions** (`subscribe(filter, handler)`) are remembered and made again on every
+  connect (the session is clean); each handler gets `(topic, payload, retained)`.
 - `close()` publishes one last message (the reporter's `offline`) and waits for its PUBACK and
   the DISCONNECT, all bounded by a short timeout.
 """
@@ -25,7 +27,7 @@ import ipaddress
 import logging
 import socket
 import ssl
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -80,6 +82,7 @@ class Link:
         self.client.on_connect = self._paho_connect
         self.client.on_disconnect = self._paho_disconnect
         self.client.on_publish = self._paho_publish
+        self.client.on_subscribe = self._paho_subscribe
         self.client.on_socket_open = self._socket_open
         self.client.on_socket_close = self._socket_close
         self.client.on_socket_register_write = self._register_write
@@ -91,6 +94,9 @@ class Link:
         self._lost: Optional[asyncio.Event] = None
         self._acks: Dict[int, asyncio.Future] = {}
         self._misc: Optional[asyncio.TimerHandle] = None
+        self._connected_hooks: List[Callable[[], None]] = []
+        self._subscriptions: Dict[str, Optional[Callable[[], None]]] = {}
+        self._subacks: Dict[int, Callable[[], None]] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -108,6 +114,34 @@ class Link:
             return None
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         return info.mid
+
+    def add_connected_hook(self, hook: Callable[[], None]) -> None:
+        """Also call `hook` after each successful connect (after the subscriptions)."""
+        self._connected_hooks.append(hook)
+
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes, bool], None],
+                  on_subscribed: Optional[Callable[[], None]] = None) -> None:
+        """Deliver messages matching `topic_filter` to `handler(topic, payload, retained)`,
+        now and after every reconnect; `on_subscribed` runs at each SUBACK (retained
+        messages follow it)."""
+        def deliver(client, userdata, msg) -> None:
+            handler(msg.topic, msg.payload, bool(msg.retain))
+        self.client.message_callback_add(topic_filter, deliver)
+        self._subscriptions[topic_filter] = on_subscribed
+        if self.connected:
+            self._subscribe_now(topic_filter)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self.client.message_callback_remove(topic_filter)
+        self._subscriptions.pop(topic_filter, None)
+        if self.connected:
+            self.client.unsubscribe(topic_filter)
+
+    def _subscribe_now(self, topic_filter: str) -> None:
+        result, mid = self.client.subscribe(topic_filter, qos=1)
+        done = self._subscriptions.get(topic_filter)
+        if result == paho.MQTT_ERR_SUCCESS and done is not None and mid is not None:
+            self._subacks[mid] = done
 
     async def close(self, last: Optional[Tuple[str, bytes]] = None,
                     timeout_s: float = 2.0) -> None:
@@ -248,7 +282,16 @@ class Link:
 
     def _connected_now(self) -> None:
         if self.connected:
+            for topic_filter in list(self._subscriptions):
+                self._subscribe_now(topic_filter)
             self._on_connected()
+            for hook in list(self._connected_hooks):
+                hook()
+
+    def _paho_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        done = self._subacks.pop(mid, None)
+        if done is not None:
+            done()
 
     def _paho_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False

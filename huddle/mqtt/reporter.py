@@ -7,6 +7,9 @@ and returns an `MqttReporter`, the `huddle.report.Reporter` the agent drives:
   made, at most every COALESCE_S after `changed()`, and every `heartbeat_s`;
 - the last will (retained) is `{"device", "state": "offline"}`, and `close()` publishes the
   same before it disconnects, since a clean disconnect does not fire a will;
+- the last known version and apps, retained on `<prefix>/<device>/last`: a copy of the status
+  sent only when the version or an app's commit changes (deploys, not heartbeats), so
+  `huddle watch` can show what an offline device ran although its will replaced the status;
 - events, QoS 1 not retained, on `<prefix>/<device>/events`; up to MAX_PENDING_EVENTS raised
   while the broker is away are kept (oldest dropped first) and sent after reconnecting.
 
@@ -40,16 +43,19 @@ CLOSE_TIMEOUT_S = 2.0
 def make_reporter(url: str, device_id: str, apps_snapshot: Callable[[], dict], *,
                   topic_prefix: str = "huddle", ca_file: Optional[str] = None,
                   heartbeat_s: float = 30.0, ha_discovery: bool = False,
+                  ha_prefix: str = hadiscovery.DISCOVERY_PREFIX,
                   version: str = huddle.__version__, connect_timeout_s: float = 5.0,
                   backoff_max_s: float = 30.0) -> "MqttReporter":
     """Build the reporter; raises a HuddleError (MqttError) for any unusable option."""
     target = parse_url(url, ca_file=ca_file)
     validate_device_id(device_id)
     validate_prefix(topic_prefix)
+    validate_prefix(ha_prefix)
     if not heartbeat_s > 0:
         raise MqttError(f"heartbeat must be a positive number of seconds, not {heartbeat_s}")
     return MqttReporter(target, device_id, apps_snapshot, topic_prefix=topic_prefix,
-                        heartbeat_s=heartbeat_s, ha_discovery=ha_discovery, version=version,
+                        heartbeat_s=heartbeat_s, ha_discovery=ha_discovery,
+                        ha_prefix=ha_prefix, version=version,
                         connect_timeout_s=connect_timeout_s, backoff_max_s=backoff_max_s)
 
 
@@ -57,6 +63,7 @@ class MqttReporter:
     def __init__(self, target: BrokerTarget, device_id: str,
                  apps_snapshot: Callable[[], dict], *, topic_prefix: str = "huddle",
                  heartbeat_s: float = 30.0, ha_discovery: bool = False,
+                 ha_prefix: str = hadiscovery.DISCOVERY_PREFIX,
                  version: str = huddle.__version__, connect_timeout_s: float = 5.0,
                  backoff_max_s: float = 30.0,
                  clock: Callable[[], float] = time.time,
@@ -65,8 +72,11 @@ class MqttReporter:
         self.prefix = topic_prefix
         self.status_topic = f"{topic_prefix}/{device_id}/status"
         self.events_topic = f"{topic_prefix}/{device_id}/events"
+        self.last_topic = f"{topic_prefix}/{device_id}/last"
+        self._last_key: Optional[str] = None
         self.heartbeat_s = heartbeat_s
         self.ha_discovery = ha_discovery
+        self.ha_prefix = ha_prefix
         self.version = version
         self._snapshot = apps_snapshot
         self._clock = clock
@@ -137,6 +147,7 @@ class MqttReporter:
 
     def _on_connected(self) -> None:
         self._reannounce = True  # the broker may have lost its retained messages
+        self._last_key = None
         self._publish_status()
         self._send_events()
 
@@ -157,6 +168,12 @@ class MqttReporter:
             self._announce(set(payload["apps"]))
         self.link.publish(self.status_topic, _encode(payload), qos=1, retain=True)
         self._last_status_at = self._monotonic()
+        key = json.dumps([payload["version"], sorted(
+            (name, app.get("commit"), app.get("branch")) for name, app in
+            payload["apps"].items() if isinstance(app, dict))], default=str)
+        if key != self._last_key:
+            self.link.publish(self.last_topic, _encode(payload), qos=1, retain=True)
+            self._last_key = key
 
     def _send_events(self) -> None:
         while self._pending and self.link.connected:
@@ -171,12 +188,12 @@ class MqttReporter:
         if not self.link.connected:
             return
         for topic, body in hadiscovery.removals(self.prefix, self.device_id,
-                                                self._announced - apps).items():
+                                                self._announced - apps, self.ha_prefix).items():
             self.link.publish(topic, body, qos=1, retain=True)
         fresh = apps if self._reannounce else apps - self._announced
         for app in sorted(fresh):
             for topic, body in hadiscovery.configs(self.prefix, self.device_id, app,
-                                                   self.version).items():
+                                                   self.version, self.ha_prefix).items():
                 self.link.publish(topic, body, qos=1, retain=True)
         self._announced = set(apps)
         self._reannounce = False
