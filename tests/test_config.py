@@ -236,7 +236,7 @@ def test_only_minimum_or_maximum_keeps_the_pair_ordered(tmp_path):
 @pytest.mark.parametrize("sections, line", [
     ({"helth": {}}, "helth: unknown section; did you mean 'health'?"),
     ({"extras": {}}, "extras: unknown section (expected one of: repository, timing, "
-                     "application, health, environment, scripts, watchdog, test)"),
+                     "application, health, rollout, environment, scripts, watchdog, test)"),
     ({"environment": {"A": "1"}},
      "environment: unknown section; in JSON, environment goes inside application"),
     ({"repository": {"local pth": "/x"}},

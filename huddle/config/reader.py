@@ -30,11 +30,11 @@ SECTIONS: dict[str, tuple] = {
                     "environment"),
     "health": ("type", "host", "port", "path", "status", "send", "expect",
                "interval", "timeout", "retries", "grace"),
+    "rollout": ("spread", "canary", "wait"),         # fleet rollout waves (docs/mqtt.md)
     "environment": (),                              # INI only; free-form variable names
     "scripts": ("pre-pull", "post-pull"),           # original huddle
     "watchdog": ("period", "host", "port", "request", "response"),  # original huddle
     "test": ("remote", "pass response"),            # original huddle, reserved and unused
-    "rollout": ("spread", "canary", "wait"),         # fleet rollout waves (docs/mqtt.md)
 }
 MISSING = object()                                  # a key the file does not give
 # Bounds that keep checking a hostile or mistaken file quick; far above any real config.
