@@ -24,12 +24,21 @@ agents start (over file://), so start-up is one `ls-remote` per agent, not a clo
    second after the return (max in any 1 s bucket vs the steady mean, a histogram, a
    timeline) and, per agent, seconds from the return to running the commit pushed meanwhile.
 
+`--scenario coordination` (issue 13) measures the fleet acting as one over a real Mosquitto
+instead: N plain `huddle run --mqtt` agents polling every 9-11 minutes (so no agent polls
+on its own during the run); (1) a push plus `huddle trigger --spread S`: seconds until every
+agent runs it and the git server's busiest second; (2) a bad commit (its app exits at once)
+pushed with `[rollout] canary` (3 canaries), `wait`, `spread` and a trigger: how many agents
+ever ran it, and that every other agent logged the fleet's ban. Writes
+bench/out/fleet-coordination.json.
+
 Prints markdown tables; writes bench/out/fleet.json. Every process it starts (daemon, agents,
 apps) is stopped at the end, on failure too.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import signal
@@ -311,6 +320,137 @@ def report(data: dict) -> str:
     return "\n".join(lines)
 
 
+# the coordination scenario's app: log every commit it ever ran; a `crash` commit exits
+HISTORY = ('echo "$HUDDLE_COMMIT $(date +%s.%N)" >> {history}; '
+           'grep -q crash mode.txt && exit 1; exec sleep 2147483647')
+
+
+def coordination(args) -> dict:
+    import json
+    import subprocess
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from mosquitto import Broker  # tests/mosquitto.py: no pytest needed
+
+    root = common.temp_root("huddle-bench-coord-")
+    data: dict = {"machine": common.machine(), "params": vars(args)}
+    print(common.machine_line(data["machine"]), flush=True)
+    daemon = CountingGitDaemon(root / "srv")
+    broker = Broker(root / "broker")
+    procs: list = []
+    names = [f"a{i:03d}" for i in range(args.agents)]
+    hist = root / "history"
+    hist.mkdir()
+
+    def ran(commit: str) -> set:
+        out = set()
+        for name in names:
+            path = hist / name
+            if path.exists() and any(line.split()[0] == commit
+                                     for line in path.read_text().splitlines() if line):
+                out.add(name)
+        return out
+
+    def wait_ran(commit: str, want: int, timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while len(ran(commit)) < want:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(ran(commit))}/{want} agents ran {commit[:12]}")
+            time.sleep(0.1)
+        return time.time()
+
+    def trigger(spread: float) -> float:
+        subprocess.run([common.PYTHON, "-m", "huddle", "trigger", "--mqtt", broker.url,
+                        "--spread", str(spread)], check=True, capture_output=True,
+                       timeout=60, cwd=str(common.REPO_ROOT))
+        return time.time()
+
+    try:
+        (root / "srv").mkdir()
+        origin = Origin(root / "srv", "app")
+        daemon.start()
+        broker.start()
+        url = daemon.url("app.git")
+        for i, name in enumerate(names):
+            home = root / "fleet" / name
+            home.mkdir(parents=True)
+            common.git("clone", "--quiet", "--branch", "main", url, str(home / "app"),
+                       cwd=home)
+            config = {"repository": {"remote path": url, "local path": str(home / "app"),
+                                     "branch": "main"},
+                      "timing": {"minimum": 540, "maximum": 660},
+                      "application": {"start": HISTORY.format(history=hist / name),
+                                      "stop timeout": 2},
+                      "health": {"type": "none", "grace": 2, "retries": 1, "interval": 1}}
+            (home / "configs").mkdir()
+            (home / "configs" / "app.json").write_text(json.dumps(config))
+            log = open(home / "agent.log", "wb")
+            procs.append(subprocess.Popen(
+                [common.PYTHON, "-m", "huddle", "run", str(home / "configs"), "--state-dir",
+                 str(home / "state"), "--mqtt", broker.url, "--device-id", name,
+                 "--heartbeat", "300"], cwd=str(common.REPO_ROOT), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        v0 = common.git("rev-parse", "HEAD", cwd=origin.work)
+        t_start = time.time()
+        wait_ran(v0, len(names), 600)
+        data["start_s"] = round(time.time() - t_start, 1)
+        time.sleep(args.settle)   # MQTT connected, subscriptions made
+
+        # 1. a push plus a trigger
+        v1 = origin.commit("v1")
+        pushed = time.time()
+        trigger(args.spread)
+        done = wait_ran(v1, len(names), 300)
+        lat = [t for name in names for line in (hist / name).read_text().splitlines()
+               for c, t in [line.split()] if c == v1]
+        conns = per_second(daemon.connections, pushed, done + 1)
+        data["trigger"] = {"spread_s": args.spread, "all_running_s": round(done - pushed, 2),
+                           "latency": distribution([float(t) - pushed for t in lat]),
+                           "requests": sum(conns), "busiest_second": max(conns or [0]),
+                           "per_second": conns}
+        print(f"trigger: all {len(names)} run v1 {done - pushed:.1f} s after the push; "
+              f"busiest second {max(conns or [0])} requests", flush=True)
+        time.sleep(args.settle)
+
+        # 2. a bad commit with rollout waves and fleet bans: the configs gain [rollout]
+        for name, proc in zip(names, procs):
+            path = root / "fleet" / name / "configs" / "app.json"
+            config = json.loads(path.read_text())
+            config["rollout"] = {"canary": ["a00[0-2]"], "wait": args.wave_wait,
+                                 "spread": args.wave_spread}
+            path.write_text(json.dumps(config))
+            proc.send_signal(signal.SIGHUP)   # reload: the app restarts on v1
+        time.sleep(args.settle + 5)
+        bad = origin.commit("v2", mode="crash")
+        pushed = time.time()
+        trigger(args.spread)
+        horizon = args.spread + args.wave_wait + args.wave_spread + 20
+        time.sleep(horizon)
+        banned = sum(1 for name in names if "banned by the fleet" in
+                     (root / "fleet" / name / "agent.log").read_text(errors="replace"))
+        ran_bad = sorted(ran(bad))
+        data["waves"] = {"canaries": 3, "wave_wait_s": args.wave_wait,
+                         "wave_spread_s": args.wave_spread, "observed_s": horizon,
+                         "ran_bad": len(ran_bad), "ran_bad_names": ran_bad,
+                         "skipped_with_fleet_ban": banned}
+        print(f"waves: {len(ran_bad)} of {len(names)} agents ever ran the bad commit "
+              f"({', '.join(ran_bad)}); {banned} logged the fleet ban", flush=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        common.kill_tagged_leftovers(root)
+        daemon.stop()
+        broker.kill()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return data
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100, help="agents (default 100)")
@@ -327,8 +467,21 @@ def main(argv=None) -> int:
                         help="seconds after all agents run before measuring (default 20)")
     parser.add_argument("--seed", type=int, default=6, help="harness random seed")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--scenario", choices=["polls", "coordination"], default="polls",
+                        help="polls (issue 6, default) or coordination (issue 13)")
+    parser.add_argument("--spread", type=float, default=10,
+                        help="coordination: trigger spread in seconds (default 10)")
+    parser.add_argument("--wave-wait", type=float, default=20,
+                        help="coordination: [rollout] wait of non-canaries (default 20)")
+    parser.add_argument("--wave-spread", type=float, default=60,
+                        help="coordination: [rollout] spread (default 60)")
     args = parser.parse_args(argv)
     interrupt_on_signals()
+    if args.scenario == "coordination":
+        data = coordination(args)
+        common.publish_results("fleet-coordination.json", data, json.dumps(
+            {k: v for k, v in data.items() if k != "machine"}, default=str))
+        return 0
     data = run(args)
     common.publish_results("fleet.json", data, report(data))
     return 0
