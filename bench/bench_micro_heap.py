@@ -27,8 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.heapcycle import APP, run_cycle  # noqa: E402
-from tests.microutil import (MICROPYTHON, ManifestServer, Repo, micro_env, micro_cmd,  # noqa: E402
-                             publish, write_config)
+from tests.microutil import (  # noqa: E402
+    MICROPYTHON,
+    ManifestServer,
+    Repo,
+    micro_cmd,
+    micro_env,
+    publish,
+    write_config,
+)
 from tests.mosquitto import Broker  # noqa: E402
 
 SIZES_K = [46, 47, 48, 49, 50, 52, 56, 64]

@@ -9,6 +9,7 @@ one connection). It can be stopped and started again on the same port. Its CPU i
 own plus the reaped children's (`git daemon --serve` per connection and its `upload-pack`),
 both read from /proc/PID/stat, so the figure covers everything the server spent.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 from bench.common import GIT_ENV, cpu_s, free_port
 from huddle.process import start_time
@@ -27,16 +27,17 @@ from huddle.process import start_time
 class CountingGitDaemon:
     """`git daemon` exporting every repo under base_path at git://127.0.0.1:PORT/NAME."""
 
-    def __init__(self, base_path: Path, port: Optional[int] = None,
-                 max_connections: Optional[int] = None) -> None:
+    def __init__(
+        self, base_path: Path, port: int | None = None, max_connections: int | None = None
+    ) -> None:
         self.base_path = Path(base_path)
         self.port = port or free_port()
         self.max_connections = max_connections  # None: git's default (32)
-        self.proc: Optional[subprocess.Popen] = None
-        self.reader: Optional[threading.Thread] = None
-        self.connections: list = []   # wall-clock time of each `Connection from` line
-        self.dropped: list = []       # "Too many children, dropping connection"
-        self.cpu_before_stop = 0.0    # CPU of earlier incarnations (own + children)
+        self.proc: subprocess.Popen | None = None
+        self.reader: threading.Thread | None = None
+        self.connections: list = []  # wall-clock time of each `Connection from` line
+        self.dropped: list = []  # "Too many children, dropping connection"
+        self.cpu_before_stop = 0.0  # CPU of earlier incarnations (own + children)
         self.starts = 0
 
     def url(self, repo: str) -> str:
@@ -46,22 +47,34 @@ class CountingGitDaemon:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout_s: float = 10.0) -> "CountingGitDaemon":
+    def start(self, timeout_s: float = 10.0) -> CountingGitDaemon:
         # the dashed binary itself: `git daemon` would run it as a child of a `git` wrapper,
         # whose /proc figures include the daemon's CPU only once it exits
-        exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True,
-                                   check=True, timeout=10).stdout.strip()
-        argv = [os.path.join(exec_path, "git-daemon"), "--export-all", "--reuseaddr",
-                f"--base-path={self.base_path}", "--listen=127.0.0.1", f"--port={self.port}",
-                "--verbose"]
+        exec_path = subprocess.run(
+            ["git", "--exec-path"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        argv = [
+            os.path.join(exec_path, "git-daemon"),
+            "--export-all",
+            "--reuseaddr",
+            f"--base-path={self.base_path}",
+            "--listen=127.0.0.1",
+            f"--port={self.port}",
+            "--verbose",
+        ]
         if self.max_connections is not None:
             argv.append(f"--max-connections={self.max_connections}")
         argv.append(str(self.base_path))
         ready = threading.Event()
         lines: list = []
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=GIT_ENV,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=GIT_ENV,
+            start_new_session=True,
+        )
 
         def drain(stream) -> None:  # read continuously: a full pipe would stall the daemon
             for raw in stream:
@@ -117,12 +130,15 @@ class CountingGitDaemon:
 
 # -- processes ---------------------------------------------------------------------------------
 
+
 def interrupt_on_signals() -> None:
     """SIGTERM and SIGINT raise KeyboardInterrupt, so `finally` blocks stop every process the
     benchmark started (a background job starts with SIGINT ignored; SIGTERM would just end
     Python)."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, interrupt)
 
@@ -177,6 +193,7 @@ def tree_cpu_s(pid: int) -> float:
 
 # -- statistics --------------------------------------------------------------------------------
 
+
 def nearest_rank(values: list, p: float) -> float:
     return values[max(0, math.ceil(p * len(values)) - 1)]
 
@@ -187,9 +204,15 @@ def distribution(values: list) -> dict:
         return {"n": 0}
     mid = len(values) // 2
     median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-    return {"n": len(values), "min": values[0], "median": median,
-            "p90": nearest_rank(values, 0.9), "p99": nearest_rank(values, 0.99),
-            "max": values[-1], "mean": sum(values) / len(values)}
+    return {
+        "n": len(values),
+        "min": values[0],
+        "median": median,
+        "p90": nearest_rank(values, 0.9),
+        "p99": nearest_rank(values, 0.99),
+        "max": values[-1],
+        "mean": sum(values) / len(values),
+    }
 
 
 def per_second(times: list, t0: float, t1: float) -> list:
@@ -213,9 +236,8 @@ def histogram(buckets: list) -> dict:
 def spark(values: list, width: int = 1) -> str:
     """A one-line text timeline: one character per `width` values (their sum)."""
     bars = " .:-=+*#%@"
-    sums = [sum(values[i:i + width]) for i in range(0, len(values), width)]
+    sums = [sum(values[i : i + width]) for i in range(0, len(values), width)]
     top = max(sums) if sums else 0
     if not top:
         return " " * len(sums)
-    return "".join(bars[min(len(bars) - 1, int(round(s / top * (len(bars) - 1))))]
-                   for s in sums)
+    return "".join(bars[min(len(bars) - 1, int(round(s / top * (len(bars) - 1))))] for s in sums)

@@ -116,7 +116,7 @@ class AppController:
         self.gate = DeployGate(
             state, self.fleet, retry_base_s=config.timing.maximum_s, rng=self.rng
         )
-        self.skip_noted: str | None = None  # the commit whose skip was last logged
+        self.skip_noted: tuple[str, str] | None = None  # (commit, kind) last said of a skip
         self.current = State.STOPPED
         self.box = Mailbox(config.name)
         self.proc: AppProcess | None = None
@@ -305,16 +305,17 @@ class AppController:
             return False
         answer = self.gate.ask(commit, self.now())
         if answer.why_not is not None:
-            self.note_skip(commit, answer.why_not)
+            self.note_skip(commit, answer.why_not, answer.kind)
         if answer.look_again_s is not None:
             self.box.arm("poll", min(self.box.due_in("poll"), answer.look_again_s))
         return answer.deploy
 
-    def note_skip(self, commit: str, message: str) -> None:
-        """Say once per commit why it is not deployed (log, state and an event)."""
-        if self.skip_noted == commit:
+    def note_skip(self, commit: str, message: str, kind: str) -> None:
+        """Say once per commit and reason why it is not deployed (log, state and an event):
+        a commit that waited for its wave and is then banned by the fleet says both."""
+        if self.skip_noted == (commit, kind):
             return
-        self.skip_noted = commit
+        self.skip_noted = (commit, kind)
         self.state.last_error = message
         self.event("skip", message, commit)
         self.changed()

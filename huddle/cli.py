@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +38,16 @@ def _retry(parser: argparse.ArgumentParser) -> None:
         help="commit ids or prefixes to clear (default: every ban)",
     )
     add_state_dir(parser)
+    parser.add_argument(
+        "--mqtt",
+        metavar="URL",
+        default=os.environ.get("HUDDLE_MQTT"),
+        help="also lift the fleet's bans on this broker (env HUDDLE_MQTT)",
+    )
+    parser.add_argument(
+        "--prefix", default="huddle", help="topic prefix the agents use (default huddle)"
+    )
+    parser.add_argument("--ca", metavar="FILE", help="CA certificate for mqtts://")
 
 
 def _publish(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +147,11 @@ COMMANDS: dict[str, tuple[ArgumentBuilder, str, str]] = {
         "huddle.commands.watch:add_arguments",
         "huddle.commands.watch:main",
         "live table of every device reporting to an MQTT broker",
+    ),
+    "trigger": (
+        "huddle.commands.trigger:add_arguments",
+        "huddle.commands.trigger:main",
+        "ask agents over MQTT to poll now (each within a random spread)",
     ),
     "publish": (
         _publish,

@@ -25,8 +25,9 @@ DEPLOY_RETRY_CAP_S = 300.0
 @dataclass(frozen=True)
 class Answer:
     deploy: bool
-    why_not: str | None = None  # said once per commit (log, state, event)
+    why_not: str | None = None  # said once per commit and kind (log, state, event)
     look_again_s: float | None = None
+    kind: str = ""  # what holds it back: "banned" or "wave"
 
 
 @dataclass
@@ -52,15 +53,14 @@ class DeployGate:
             return Answer(False)
         banned = self.fleet.banned(commit)
         if banned is not None:
-            return Answer(False, f"skipping {commit[:12]}: {banned}")
+            return Answer(False, f"skipping {commit[:12]}: {banned}", kind="banned")
         first = self.first_seen.setdefault(commit, now)
         if len(self.first_seen) > 16:  # only the last few heads matter
             self.first_seen = {commit: first}
         wait_s = first + self.fleet.rollout_delay_s(commit) - now
         if wait_s > 0:
-            return Answer(
-                False, f"{commit[:12]} waits for its rollout wave ({wait_s:.0f} s more)", wait_s
-            )
+            why = f"{commit[:12]} waits for its rollout wave ({wait_s:.0f} s more)"
+            return Answer(False, why, wait_s, kind="wave")
         failed = self.failed
         if failed is not None and failed.commit == commit:
             return Answer(now >= failed.not_before)

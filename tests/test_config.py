@@ -336,7 +336,7 @@ def test_only_minimum_or_maximum_keeps_the_pair_ordered(tmp_path):
         (
             {"extras": {}},
             "extras: unknown section (expected one of: repository, timing, "
-            "application, health, environment, scripts, watchdog, test)",
+            "application, health, rollout, environment, scripts, watchdog, test)",
         ),
         (
             {"environment": {"A": "1"}},

@@ -12,9 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.microutil import pointer, publish, start_micro, wait_for, write_config
 from tests.mosquitto import free_port
-from tests.microutil import (pointer, publish, start_micro, wait_for,
-                             write_config)
 
 APP = """import asyncio
 PORT = {port}

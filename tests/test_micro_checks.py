@@ -21,12 +21,18 @@ import socket
 import ssl
 import subprocess
 import sys
-from typing import Optional
 
 import pytest
 
-from tests.microutil import (ManifestServer, Repo, pointer, publish, run_micro,
-                             version_files, wait_for)
+from tests.microutil import (
+    ManifestServer,
+    Repo,
+    pointer,
+    publish,
+    run_micro,
+    version_files,
+    wait_for,
+)
 from tests.mosquitto import free_port
 from tests.test_micro_agent import _start, _state, _stop, _wait_rolled_back
 from tests.test_micro_mqtt import Watcher, tls_broker  # noqa: F401  (a fixture)
@@ -80,7 +86,7 @@ def main():
 """
 
 
-def line_app(port: int, reply: Optional[bytes]) -> dict:
+def line_app(port: int, reply: bytes | None) -> dict:
     """The line server answering `reply`, or with None an app that does not listen."""
     if reply is None:
         return {"app.py": IDLE_APP.encode()}

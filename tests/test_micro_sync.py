@@ -10,8 +10,15 @@ import signal
 
 import pytest
 
-from tests.microutil import (pointer, publish, run_micro, start_micro,
-                             version_files, wait_for, write_config)
+from tests.microutil import (
+    pointer,
+    publish,
+    run_micro,
+    start_micro,
+    version_files,
+    wait_for,
+    write_config,
+)
 
 V1 = {"app.py": b"def main():\n    return None\n", "lib/data.bin": bytes(range(256)) * 40,
       "keep.txt": b"unchanged\n", "dir with space/n.txt": b"spaces\n"}

@@ -1,4 +1,5 @@
 """The MQTT reporter against a real Mosquitto, observed by a real paho subscriber."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,15 @@ EVENT_KEYS = {"device", "app", "event", "commit", "ts", "detail"}
 
 
 def app_state(commit="a" * 40, healthy=True, restarts=0):
-    return {"commit": commit, "branch": "main", "running": True, "healthy": healthy,
-            "restarts": restarts, "last_deploy": 1700000000.0, "last_error": None}
+    return {
+        "commit": commit,
+        "branch": "main",
+        "running": True,
+        "healthy": healthy,
+        "restarts": restarts,
+        "last_deploy": 1700000000.0,
+        "last_error": None,
+    }
 
 
 def online(p, m=None):
@@ -69,8 +77,9 @@ def test_change_is_published_and_coalesced(broker):
             apps["web"] = app_state(commit=f"{i:040d}", restarts=i)
             r.changed()
             await asyncio.sleep(0.005)
-        await await_message(obs, "huddle/pi-2/status",
-                            lambda p, m: p["apps"]["web"]["restarts"] == 49)
+        await await_message(
+            obs, "huddle/pi-2/status", lambda p, m: p["apps"]["web"]["restarts"] == 49
+        )
         await asyncio.sleep(0.5)
         burst = len(obs.on("huddle/pi-2/status")) - count_before
         await r.close()
@@ -89,8 +98,7 @@ def test_events_are_published_not_retained(broker):
         await await_message(obs, "huddle/pi-3/status", online)
         r.event("web", "deploy", "b" * 40, "deployed b from main")
         r.event("web", "rollback", "a" * 40, "b never became healthy")
-        msg = await await_message(obs, "huddle/pi-3/events",
-                                  lambda p, m: p["event"] == "rollback")
+        msg = await await_message(obs, "huddle/pi-3/events", lambda p, m: p["event"] == "rollback")
         await r.close()
         obs.close()
         return obs, msg
@@ -181,8 +189,9 @@ def test_broker_outage_keeps_loop_responsive_and_reconnects(broker, caplog):
     caplog.set_level(logging.INFO, logger="huddle.mqtt")
 
     async def scenario():
-        r = make_reporter(broker.url, "pi-6", lambda: {"web": app_state()},
-                          heartbeat_s=60, backoff_max_s=1.0)
+        r = make_reporter(
+            broker.url, "pi-6", lambda: {"web": app_state()}, heartbeat_s=60, backoff_max_s=1.0
+        )
         await r.start()
         obs = Observer(broker, "huddle/pi-6/status")
         await await_message(obs, "huddle/pi-6/status", online)
@@ -199,15 +208,18 @@ def test_broker_outage_keeps_loop_responsive_and_reconnects(broker, caplog):
         # observer has subscribed, or the (unretained) event could pass before anyone listens.
         broker.start()
         obs = Observer(broker, "huddle/pi-6/#")
-        msg = await await_message(obs, "huddle/pi-6/status",
-                                  lambda p, m: p["state"] == "online" and
-                                  p["ts"] >= restarted_at - 0.5, timeout_s=10)
-        await await_message(obs, "huddle/pi-6/events",
-                            lambda p, m: p["event"] == "restart")
+        msg = await await_message(
+            obs,
+            "huddle/pi-6/status",
+            lambda p, m: p["state"] == "online" and p["ts"] >= restarted_at - 0.5,
+            timeout_s=10,
+        )
+        await await_message(obs, "huddle/pi-6/events", lambda p, m: p["event"] == "restart")
         obs.close()
         late = Observer(broker, "huddle/pi-6/status")  # the new broker holds it retained
-        msg = await await_message(late, "huddle/pi-6/status",
-                                  lambda p, m: m.retain and p["ts"] >= restarted_at - 0.5)
+        msg = await await_message(
+            late, "huddle/pi-6/status", lambda p, m: m.retain and p["ts"] >= restarted_at - 0.5
+        )
         late.close()
         await r.close()
         await ticker.stop()
@@ -228,12 +240,18 @@ def test_blackholed_broker_never_blocks_the_loop(scheme, caplog, tmp_path):
     ca = tmp_path / "ca.pem"
     if scheme == "mqtts":
         from tests.test_mqtt_support import make_ca
+
         ca = make_ca(tmp_path / "ca")["cafile"]
 
     async def scenario():
-        r = make_reporter(f"{scheme}://127.0.0.1:{hole.port}", "pi-7", lambda: {},
-                          ca_file=str(ca) if scheme == "mqtts" else None,
-                          connect_timeout_s=1.0, backoff_max_s=0.5)
+        r = make_reporter(
+            f"{scheme}://127.0.0.1:{hole.port}",
+            "pi-7",
+            lambda: {},
+            ca_file=str(ca) if scheme == "mqtts" else None,
+            connect_timeout_s=1.0,
+            backoff_max_s=0.5,
+        )
         ticker = Ticker()
         await r.start()
         await asyncio.sleep(3.5)
@@ -287,8 +305,9 @@ def test_ha_discovery_configs(broker):
         obs = Observer(broker, "homeassistant/#")
         r = make_reporter(broker.url, "pi.9", lambda: {"web": app_state()}, ha_discovery=True)
         await r.start()
-        await await_message(obs, "homeassistant/sensor/huddle_pi_9/web_commit/config",
-                            lambda p, m: True)
+        await await_message(
+            obs, "homeassistant/sensor/huddle_pi_9/web_commit/config", lambda p, m: True
+        )
         await r.close()
         obs.close()
         return obs
@@ -299,9 +318,11 @@ def test_ha_discovery_configs(broker):
     time.sleep(0.3)
     obs.close()
     topics = {m.topic for m in obs.messages}
-    assert topics == {"homeassistant/binary_sensor/huddle_pi_9/web_running/config",
-                      "homeassistant/binary_sensor/huddle_pi_9/web_healthy/config",
-                      "homeassistant/sensor/huddle_pi_9/web_commit/config"}
+    assert topics == {
+        "homeassistant/binary_sensor/huddle_pi_9/web_running/config",
+        "homeassistant/binary_sensor/huddle_pi_9/web_healthy/config",
+        "homeassistant/sensor/huddle_pi_9/web_commit/config",
+    }
     assert all(m.retain for m in obs.messages)
     running = obs.payloads("homeassistant/binary_sensor/huddle_pi_9/web_running/config")[0]
     assert running["state_topic"] == "huddle/pi.9/status"

@@ -1,5 +1,6 @@
 """Helpers shared by the MQTT and watch tests (no tests here): a real paho subscriber that
 records what a user of the broker would see, a loop-lateness ticker, and a throwaway CA."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -18,8 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 class Observer:
     """Subscribes to `topic` on the broker and keeps every message it receives."""
 
-    def __init__(self, broker, topic: str = "#", cafile: Optional[str] = None) -> None:
-        self.messages: List[paho.MQTTMessage] = []
+    def __init__(self, broker, topic: str = "#", cafile: str | None = None) -> None:
+        self.messages: list[paho.MQTTMessage] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2)
@@ -37,15 +38,19 @@ class Observer:
             self.messages.append(msg)
             self._cond.notify_all()
 
-    def on(self, topic: str) -> List[paho.MQTTMessage]:
+    def on(self, topic: str) -> list[paho.MQTTMessage]:
         with self._cond:
             return [m for m in self.messages if m.topic == topic]
 
-    def payloads(self, topic: str) -> List[dict]:
+    def payloads(self, topic: str) -> list[dict]:
         return [json.loads(m.payload) for m in self.on(topic) if m.payload]
 
-    def wait_for(self, topic: str, predicate: Callable[[dict, paho.MQTTMessage], bool],
-                 timeout_s: float = 10.0) -> paho.MQTTMessage:
+    def wait_for(
+        self,
+        topic: str,
+        predicate: Callable[[dict, paho.MQTTMessage], bool],
+        timeout_s: float = 10.0,
+    ) -> paho.MQTTMessage:
         """The first message on `topic` whose JSON payload satisfies `predicate`."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
@@ -67,7 +72,8 @@ class Observer:
 async def await_message(obs: Observer, topic: str, predicate, timeout_s: float = 10.0):
     """Observer.wait_for without stopping the asyncio loop under test."""
     return await asyncio.get_running_loop().run_in_executor(
-        None, obs.wait_for, topic, predicate, timeout_s)
+        None, obs.wait_for, topic, predicate, timeout_s
+    )
 
 
 class Ticker:
@@ -127,18 +133,63 @@ def make_ca(directory: Path) -> dict:
     def run(*argv: str) -> None:
         subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=d)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        "/CN=huddle test CA", "-keyout", "ca.key", "-out", "ca.crt",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", "server.key", "-out", "server.csr")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                               "basicConstraints=CA:FALSE\n"
-                               "extendedKeyUsage=serverAuth\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-out", "server.crt", "-extfile", "ext.cnf")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=huddle test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "basicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "ext.cnf",
+    )
     for name in ("ca.crt", "server.crt", "server.key"):
         (d / name).chmod(0o644)  # mosquitto may run as user mosquitto
-    return {"cafile": str(d / "ca.crt"), "certfile": str(d / "server.crt"),
-            "keyfile": str(d / "server.key")}
+    return {
+        "cafile": str(d / "ca.crt"),
+        "certfile": str(d / "server.crt"),
+        "keyfile": str(d / "server.key"),
+    }

@@ -1,4 +1,5 @@
 """mqtts:// against a real Mosquitto TLS listener with a CA made in the test."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,13 +36,13 @@ def test_status_over_tls_with_a_private_ca(tls_broker):
     assert tls_broker.url.startswith("mqtts://")
 
     async def scenario():
-        r = make_reporter(tls_broker.url, "tls-1", lambda: {"web": {"commit": "f00d"}},
-                          ca_file=tls_broker.cafile)
+        r = make_reporter(
+            tls_broker.url, "tls-1", lambda: {"web": {"commit": "f00d"}}, ca_file=tls_broker.cafile
+        )
         ticker = Ticker()
         await r.start()
         obs = Observer(tls_broker, "huddle/tls-1/#", cafile=tls_broker.cafile)
-        msg = await await_message(obs, "huddle/tls-1/status",
-                                  lambda p, m: p["state"] == "online")
+        msg = await await_message(obs, "huddle/tls-1/status", lambda p, m: p["state"] == "online")
         r.event("web", "deploy", "f00d", "over TLS")
         await await_message(obs, "huddle/tls-1/events", lambda p, m: True)
         obs.close()

@@ -1,4 +1,5 @@
 """Broker URLs, device ids and client ids: what a user can type and what they get."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,12 +9,15 @@ from huddle.mqtt.reporter import make_reporter, validate_device_id
 from huddle.mqtt.url import client_id, parse_url, validate_prefix
 
 
-@pytest.mark.parametrize("url, tls, host, port", [
-    ("mqtt://broker.local", False, "broker.local", 1883),
-    ("mqtts://broker.local", True, "broker.local", 8883),
-    ("mqtt://10.0.0.5:1884", False, "10.0.0.5", 1884),
-    ("MQTTS://[::1]:9999/", True, "::1", 9999),
-])
+@pytest.mark.parametrize(
+    "url, tls, host, port",
+    [
+        ("mqtt://broker.local", False, "broker.local", 1883),
+        ("mqtts://broker.local", True, "broker.local", 8883),
+        ("mqtt://10.0.0.5:1884", False, "10.0.0.5", 1884),
+        ("MQTTS://[::1]:9999/", True, "::1", 9999),
+    ],
+)
 def test_url_forms_and_default_ports(url, tls, host, port):
     t = parse_url(url, environ={})
     assert (t.tls, t.host, t.port, t.username, t.password) == (tls, host, port, None, None)
@@ -33,16 +37,19 @@ def test_credentials_from_environment():
     assert "hunter2" not in t.redacted
 
 
-@pytest.mark.parametrize("url, words", [
-    ("", "empty"),
-    ("http://h", "scheme"),
-    ("h:1883", "scheme"),
-    ("mqtt://", "no host"),
-    ("mqtt://h:notaport", "invalid"),
-    ("mqtt://h:70000", "invalid"),
-    ("mqtt://h/topic", "path"),
-    ("mqtt://:secretpw@h", "without a user"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("", "empty"),
+        ("http://h", "scheme"),
+        ("h:1883", "scheme"),
+        ("mqtt://", "no host"),
+        ("mqtt://h:notaport", "invalid"),
+        ("mqtt://h:70000", "invalid"),
+        ("mqtt://h/topic", "path"),
+        ("mqtt://:secretpw@h", "without a user"),
+    ],
+)
 def test_invalid_urls_are_clear_huddle_errors(url, words):
     with pytest.raises(HuddleError) as exc:
         parse_url(url, environ={})
@@ -59,8 +66,9 @@ def test_ca_file_must_exist_and_needs_mqtts(tmp_path):
         parse_url("mqtt://h", ca_file=str(ca), environ={})
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "a+b", "a#", "a\0b", "x" * 65, "two words",
-                                 "tab\there", "$SYS", "line\n"])
+@pytest.mark.parametrize(
+    "bad", ["", "a/b", "a+b", "a#", "a\0b", "x" * 65, "two words", "tab\there", "$SYS", "line\n"]
+)
 def test_device_ids_that_break_topics_are_refused(bad):
     with pytest.raises(HuddleError):
         validate_device_id(bad)

@@ -1,4 +1,5 @@
 """`huddle watch`: the fleet table logic, and the command as a subprocess against a broker."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,19 +11,34 @@ import subprocess
 import sys
 import time
 
-from huddle.mqtt.reporter import make_reporter
 from huddle.mqtt.fleet import Fleet, device_of, format_age, json_line
+from huddle.mqtt.reporter import make_reporter
 from tests.test_mqtt_support import Observer, await_message
 
 
 def status(device, apps=None, ts=1000.0, state="online"):
-    body = {"device": device, "state": state, "ts": ts, "uptime": 5, "version": "0.2.0",
-            "apps": apps or {}}
+    body = {
+        "device": device,
+        "state": state,
+        "ts": ts,
+        "uptime": 5,
+        "version": "0.2.0",
+        "apps": apps or {},
+    }
     return json.dumps(body).encode()
 
 
-WEB = {"web": {"commit": "3f2c1ab9" + "0" * 32, "branch": "main", "running": True,
-               "healthy": True, "restarts": 0, "last_deploy": None, "last_error": None}}
+WEB = {
+    "web": {
+        "commit": "3f2c1ab9" + "0" * 32,
+        "branch": "main",
+        "running": True,
+        "healthy": True,
+        "restarts": 0,
+        "last_deploy": None,
+        "last_error": None,
+    }
+}
 
 
 class Clock:
@@ -76,13 +92,23 @@ def test_garbage_and_cleared_reports_do_not_crash():
 
 def test_json_line_wraps_the_raw_payload():
     line = json_line("huddle/pi-1/status", status("pi-1", WEB), True)
-    assert json.loads(line) == {"topic": "huddle/pi-1/status", "retained": True,
-                                "payload": json.loads(status("pi-1", WEB))}
+    assert json.loads(line) == {
+        "topic": "huddle/pi-1/status",
+        "retained": True,
+        "payload": json.loads(status("pi-1", WEB)),
+    }
 
 
 def test_ages():
-    assert [format_age(s) for s in (-3, 5, 119, 120, 7199, 7200, 200000)] == \
-        ["0s", "5s", "119s", "2m", "119m", "2h", "2d"]
+    assert [format_age(s) for s in (-3, 5, 119, 120, 7199, 7200, 200000)] == [
+        "0s",
+        "5s",
+        "119s",
+        "2m",
+        "119m",
+        "2h",
+        "2d",
+    ]
 
 
 def watch_cmd(*args):
@@ -91,7 +117,8 @@ def watch_cmd(*args):
 
 async def run_watch(*args, timeout_s=30):
     proc = await asyncio.create_subprocess_exec(
-        *watch_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        *watch_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     return proc.returncode, out.decode(), err.decode()
 
@@ -104,8 +131,9 @@ def test_watch_json_streams_reports_of_two_devices(broker):
         await a.start()
         await await_message(obs, "huddle/dev-a/status", lambda p, m: True)
         # dev-b starts while watch is already listening: a live, non-retained report
-        watch = asyncio.ensure_future(run_watch("--mqtt", broker.url, "--json",
-                                                "--duration", "2.5"))
+        watch = asyncio.ensure_future(
+            run_watch("--mqtt", broker.url, "--json", "--duration", "2.5")
+        )
         await asyncio.sleep(1.0)
         await b.start()
         rc, out, err = await watch
@@ -164,8 +192,9 @@ def test_watch_plain_lines_when_not_a_tty(broker):
     assert rc == 0, err
     lines = out.splitlines()
     assert len(lines) >= 2
-    assert all(line.startswith("line-1 online ") and "web@3f2c1ab healthy" in line
-               for line in lines)
+    assert all(
+        line.startswith("line-1 online ") and "web@3f2c1ab healthy" in line for line in lines
+    )
     assert "\x1b[" not in out
 
 
@@ -175,8 +204,10 @@ def test_watch_redraws_in_place_on_a_tty(broker):
         await r.start()
         master, slave = pty.openpty()
         proc = await asyncio.create_subprocess_exec(
-            *watch_cmd("--mqtt", broker.url, "--duration", "2.5"), stdout=slave,
-            stderr=subprocess.PIPE)
+            *watch_cmd("--mqtt", broker.url, "--duration", "2.5"),
+            stdout=slave,
+            stderr=subprocess.PIPE,
+        )
         os.close(slave)
         out = b""
         loop = asyncio.get_running_loop()
@@ -203,16 +234,27 @@ def test_watch_redraws_in_place_on_a_tty(broker):
 
 
 def test_watch_errors_are_one_line_without_traceback(tmp_path):
-    bad = subprocess.run(watch_cmd("--mqtt", "http://user:pw123@h"), capture_output=True,
-                         text=True, timeout=30)
+    bad = subprocess.run(
+        watch_cmd("--mqtt", "http://user:pw123@h"), capture_output=True, text=True, timeout=30
+    )
     assert bad.returncode == 1
     assert bad.stderr.startswith("huddle: invalid MQTT URL") and "Traceback" not in bad.stderr
     assert "pw123" not in bad.stderr
     from tests.mosquitto import free_port
-    down = subprocess.run(watch_cmd("--mqtt", f"mqtt://127.0.0.1:{free_port()}"),
-                          capture_output=True, text=True, timeout=30)
+
+    down = subprocess.run(
+        watch_cmd("--mqtt", f"mqtt://127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert down.returncode == 1
     assert "huddle: cannot connect to MQTT broker" in down.stderr
-    none = subprocess.run(watch_cmd(), capture_output=True, text=True, timeout=30,
-                          env={k: v for k, v in os.environ.items() if k != "HUDDLE_MQTT"})
+    none = subprocess.run(
+        watch_cmd(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "HUDDLE_MQTT"},
+    )
     assert none.returncode == 1 and "--mqtt" in none.stderr

@@ -3,6 +3,10 @@
 `reload` signals the agent (SIGHUP), found through the lock it holds on the state dir.
 `retry` lifts bans: with an agent running, as a request file its app takes at its next poll
 (the agent owns state.json, huddle/requests.py); with none, by editing state.json directly.
+With `--mqtt` (or HUDDLE_MQTT) the fleet's bans are lifted too: every retained ban on
+`<prefix>/ban/<app-id>/<commit>` matching the commits (or, with none given, banned for an
+app of this name) is replaced by an empty retained message. That works from any machine (no
+state dir needed); a device's own `bad` list is only ever cleared on that device.
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ def retry(args: argparse.Namespace) -> int:
             raise HuddleError(f"{commit!r} is not a commit id (4 to 64 hex digits)")
     directory = state_dir(args)
     store = StateStore(directory)
-    apps = store.load()
+    apps = store.load() if store.path.exists() or not args.mqtt else {}
+    if args.mqtt:
+        clear_fleet(args)
+        if args.app not in apps:
+            return 0  # e.g. run from a laptop: the fleet's bans were all there was
     if args.app not in apps:
         raise HuddleError(f"no app {args.app!r} in {store.path}")
     banned = apps[args.app].bad
@@ -66,3 +74,38 @@ def retry(args: argparse.Namespace) -> int:
         f"{', '.join(c[:12] for c in cleared) or 'the ban'} at its next poll"
     )
     return 0
+
+
+def clear_fleet(args: argparse.Namespace) -> None:
+    """Publish an empty retained message over every matching fleet ban."""
+    import json
+
+    from huddle.mqtt import coordination as co
+    from huddle.mqtt.oneshot import publish, retained
+    from huddle.mqtt.url import parse_url, validate_prefix
+
+    target = parse_url(args.mqtt, ca_file=args.ca)
+    prefix = validate_prefix(args.prefix)
+    held = retained(target, f"{prefix}/ban/+/+", "retry")
+    lifted = []
+    for topic, payload in sorted(held.items()):
+        commit = co.commit_of_ban(topic)
+        if commit is None:
+            continue
+        if args.commits:
+            if not any(commit.startswith(p) for p in args.commits):
+                continue
+        else:
+            try:
+                app = json.loads(payload.decode("utf-8")).get("app")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                app = None  # not a ban huddle wrote: only an explicit commit lifts it
+            if app != args.app:
+                continue
+        lifted.append((topic, commit))
+    if lifted:
+        publish(target, [(topic, b"", True) for topic, _ in lifted], "retry")
+    print(
+        f"huddle: {args.app}: lifted {len(lifted)} fleet ban(s) on {target.redacted}"
+        + (f": {', '.join(c[:12] for _, c in lifted)}" if lifted else "")
+    )

@@ -30,6 +30,7 @@ from huddle.config.types import (
     Command,
     HealthConfig,
     RepositoryConfig,
+    RolloutConfig,
     ScriptsConfig,
     TimingConfig,
     parse_command,
@@ -218,13 +219,14 @@ class ConfigChecker(ConfigReader):
             )
         scripts = self.scripts()
         health = self.health()
+        rollout = self.rollout()
         self.reserved_test()
         if self.problems or repository is None or timing is None:
             return None
-        if health is None or scripts is None:
+        if health is None or scripts is None or rollout is None:
             return None
         return AppConfig(
-            self.path.stem, self.path, repository, timing, application, health, scripts
+            self.path.stem, self.path, repository, timing, application, health, scripts, rollout
         )
 
     def resolve(self, text: str) -> str:
@@ -350,6 +352,38 @@ class ConfigChecker(ConfigReader):
             return self.command("application.start", shlex.join(interpreter) + " " + start)
         tail = self.command("application.start", start)
         return None if tail is None else interpreter + tail
+
+    def rollout(self) -> RolloutConfig | None:
+        before = len(self.problems)
+        values: dict[str, Any] = {}
+        for key in ("spread", "wait"):
+            value = self.get("rollout", key)
+            if value is not MISSING:
+                values[f"{key}_s"] = self.number(f"rollout.{key}", value, above=False)
+        canary = self.get("rollout", "canary")
+        if canary is not MISSING:
+            values["canary"] = self.canary_patterns("rollout.canary", canary)
+        return None if len(self.problems) > before else RolloutConfig(**values)
+
+    def canary_patterns(self, where: str, value: Any) -> tuple | None:
+        """true (this device is a canary), false, or device-id patterns (`pi-0*`)."""
+        flags = ("true", "yes", "on", "false", "no", "off")
+        if isinstance(value, str) and value.strip().lower() in flags:
+            value = value.strip().lower() in ("true", "yes", "on")
+        if isinstance(value, bool):
+            return ("*",) if value else ()
+        items: list[Any]
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",")]
+        elif isinstance(value, list) and not self.ini:
+            items = value
+        else:
+            self.problem(where, f"expected true, false or device id patterns, got {kind_of(value)}")
+            return None
+        if not all(isinstance(i, str) and i.strip() for i in items):
+            self.problem(where, "expected a list of non-empty device id patterns")
+            return None
+        return tuple(i.strip() for i in items)
 
     def scripts(self) -> ScriptsConfig | None:
         before = len(self.problems)

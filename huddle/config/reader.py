@@ -57,6 +57,7 @@ SECTIONS: dict[str, tuple] = {
         "retries",
         "grace",
     ),
+    "rollout": ("spread", "canary", "wait"),  # fleet rollout waves (docs/mqtt.md)
     "environment": (),  # INI only; free-form variable names
     "scripts": ("pre-pull", "post-pull"),  # original huddle
     "watchdog": ("period", "host", "port", "request", "response"),  # original huddle

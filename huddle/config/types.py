@@ -72,6 +72,17 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Rollout waves over an MQTT fleet: a device that is not a canary deploys a new commit
+    `wait_s` plus a device-specific share of `spread_s` after first seeing it. Without a
+    broker, or with the defaults, nothing waits."""
+
+    spread_s: float = 0.0
+    canary: tuple = ()  # fnmatch patterns of device ids that go first
+    wait_s: float | None = None  # None: the trial window plus `timing.maximum` if canaries
+
+
+@dataclass(frozen=True)
 class AppConfig:
     name: str
     source: Path
@@ -80,6 +91,7 @@ class AppConfig:
     application: ApplicationConfig | None  # None: a file-sync app, no process
     health: HealthConfig = field(default_factory=HealthConfig)
     scripts: ScriptsConfig = field(default_factory=ScriptsConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 # -- commands ----------------------------------------------------------------------------

@@ -15,9 +15,12 @@ paho does the MQTT protocol; this module does everything that touches time and s
   No thread, no `loop_start()`.
 - **Reconnecting** uses capped exponential backoff with jitter; the failure count resets on
   every successful CONNACK.
+- **Subscriptions** (`subscribe(filter, handler)`) are remembered and made again on every
+  connect (the session is clean); each handler gets `(topic, payload, retained)`.
 - `close()` publishes one last message (the reporter's `offline`) and waits for its PUBACK and
   the DISCONNECT, all bounded by a short timeout.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +28,8 @@ import ipaddress
 import logging
 import socket
 import ssl
-from typing import Callable, Dict, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,7 +49,7 @@ class _HandedSocketClient(paho.Client):
     """paho's Client, except that `reconnect()` takes the socket huddle already connected
     (and TLS-handshook) instead of opening one itself with blocking calls."""
 
-    _handed: Optional[socket.socket] = None
+    _handed: socket.socket | None = None
 
     def _create_socket(self):  # overrides paho 2.x's socket factory
         sock, self._handed = self._handed, None
@@ -57,20 +61,34 @@ class _HandedSocketClient(paho.Client):
 class Link:
     """Keeps one MQTT session open while the loop runs; see the module docstring."""
 
-    def __init__(self, target: BrokerTarget, client_id: str, *,
-                 will: Optional[Tuple[str, bytes]] = None,
-                 on_connected: Callable[[], None] = lambda: None,
-                 keepalive_s: int = 30, connect_timeout_s: float = 5.0,
-                 backoff_base_s: float = 0.5, backoff_max_s: float = 30.0,
-                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+    def __init__(
+        self,
+        target: BrokerTarget,
+        client_id: str,
+        *,
+        will: tuple[str, bytes] | None = None,
+        on_connected: Callable[[], None] = lambda: None,
+        keepalive_s: int = 30,
+        connect_timeout_s: float = 5.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.target = target
         self.connect_timeout_s = connect_timeout_s
         self._backoff = Backoff(backoff_base_s, backoff_max_s)
         self._on_connected = on_connected
-        self._ssl_context = ssl_context if ssl_context is not None else (
-            target.ssl_context() if target.tls else None)
-        self.client = _HandedSocketClient(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                          protocol=paho.MQTTv311, clean_session=True)
+        self._ssl_context = (
+            ssl_context
+            if ssl_context is not None
+            else (target.ssl_context() if target.tls else None)
+        )
+        self.client = _HandedSocketClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
         self.client.enable_logger(logging.getLogger("huddle.mqtt.paho"))
         if target.username is not None:
             self.client.username_pw_set(target.username, target.password)
@@ -80,17 +98,21 @@ class Link:
         self.client.on_connect = self._paho_connect
         self.client.on_disconnect = self._paho_disconnect
         self.client.on_publish = self._paho_publish
+        self.client.on_subscribe = self._paho_subscribe
         self.client.on_socket_open = self._socket_open
         self.client.on_socket_close = self._socket_close
         self.client.on_socket_register_write = self._register_write
         self.client.on_socket_unregister_write = self._unregister_write
         self.connected = False
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._task: Optional[asyncio.Task] = None
-        self._connack: Optional[asyncio.Future] = None
-        self._lost: Optional[asyncio.Event] = None
-        self._acks: Dict[int, asyncio.Future] = {}
-        self._misc: Optional[asyncio.TimerHandle] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._connack: asyncio.Future | None = None
+        self._lost: asyncio.Event | None = None
+        self._acks: dict[int, asyncio.Future] = {}
+        self._misc: asyncio.TimerHandle | None = None
+        self._connected_hooks: list[Callable[[], None]] = []
+        self._subscriptions: dict[str, Callable[[], None] | None] = {}
+        self._subacks: dict[int, Callable[[], None]] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -100,8 +122,7 @@ class Link:
         self._lost = asyncio.Event()
         self._task = self._loop.create_task(self._run())
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1,
-                retain: bool = False) -> Optional[int]:
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
         """Queue one message when connected (returns its mid), else drop it (returns None):
         callers republish fresh state on connect instead of replaying stale messages."""
         if not self.connected:
@@ -109,8 +130,41 @@ class Link:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         return info.mid
 
-    async def close(self, last: Optional[Tuple[str, bytes]] = None,
-                    timeout_s: float = 2.0) -> None:
+    def add_connected_hook(self, hook: Callable[[], None]) -> None:
+        """Also call `hook` after each successful connect (after the subscriptions)."""
+        self._connected_hooks.append(hook)
+
+    def subscribe(
+        self,
+        topic_filter: str,
+        handler: Callable[[str, bytes, bool], None],
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
+        """Deliver messages matching `topic_filter` to `handler(topic, payload, retained)`,
+        now and after every reconnect; `on_subscribed` runs at each SUBACK (retained
+        messages follow it)."""
+
+        def deliver(client, userdata, msg) -> None:
+            handler(msg.topic, msg.payload, bool(msg.retain))
+
+        self.client.message_callback_add(topic_filter, deliver)
+        self._subscriptions[topic_filter] = on_subscribed
+        if self.connected:
+            self._subscribe_now(topic_filter)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self.client.message_callback_remove(topic_filter)
+        self._subscriptions.pop(topic_filter, None)
+        if self.connected:
+            self.client.unsubscribe(topic_filter)
+
+    def _subscribe_now(self, topic_filter: str) -> None:
+        result, mid = self.client.subscribe(topic_filter, qos=1)
+        done = self._subscriptions.get(topic_filter)
+        if result == paho.MQTT_ERR_SUCCESS and done is not None and mid is not None:
+            self._subacks[mid] = done
+
+    async def close(self, last: tuple[str, bytes] | None = None, timeout_s: float = 2.0) -> None:
         """Publish `last` (retained, QoS 1) if connected, disconnect; never longer than
         about `timeout_s`."""
         if self._task is not None:
@@ -123,12 +177,15 @@ class Link:
             try:
                 await asyncio.wait_for(self._say_goodbye(last), timeout_s)
             except asyncio.TimeoutError:
-                log.warning("MQTT broker %s did not acknowledge the goodbye within %.1fs",
-                            self.target.redacted, timeout_s)
+                log.warning(
+                    "MQTT broker %s did not acknowledge the goodbye within %.1fs",
+                    self.target.redacted,
+                    timeout_s,
+                )
         self.connected = False
         self.client._sock_close()  # idempotent; removes our readers via on_socket_close
 
-    async def _say_goodbye(self, last: Optional[Tuple[str, bytes]]) -> None:
+    async def _say_goodbye(self, last: tuple[str, bytes] | None) -> None:
         if last is not None:
             mid = self.publish(last[0], last[1], qos=1, retain=True)
             if mid is not None:
@@ -159,8 +216,7 @@ class Link:
             except (OSError, asyncio.TimeoutError, ssl.SSLError, ConnectionError) as exc:
                 # an unreachable, slow or refusing broker is an expected condition: log it
                 # and retry later; the agent's own work goes on meanwhile
-                log.warning("MQTT %s: %s", self.target.redacted,
-                            str(exc) or type(exc).__name__)
+                log.warning("MQTT %s: %s", self.target.redacted, str(exc) or type(exc).__name__)
                 self.client._sock_close()
             delay = self._backoff.failed()
             log.debug("MQTT reconnecting in %.1fs", delay)
@@ -184,11 +240,18 @@ class Link:
         loop, host, port = self._loop, self.target.host, self.target.port
         try:
             ip = ipaddress.ip_address(host)
-            infos = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-                      socket.SOCK_STREAM, 0, "", (host, port))]
+            infos: list[Any] = [
+                (
+                    socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+                    socket.SOCK_STREAM,
+                    0,
+                    "",
+                    (host, port),
+                )
+            ]
         except ValueError:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        error: Optional[BaseException] = None
+        error: BaseException | None = None
         for family, type_, proto, _, addr in infos:
             sock = socket.socket(family, type_, proto)
             try:
@@ -196,7 +259,8 @@ class Link:
                 await loop.sock_connect(sock, addr)
                 if self._ssl_context is not None:
                     sock = self._ssl_context.wrap_socket(
-                        sock, server_hostname=host, do_handshake_on_connect=False)
+                        sock, server_hostname=host, do_handshake_on_connect=False
+                    )
                     await self._handshake(sock)
                 return sock
             except OSError as exc:  # try the next address; ssl.SSLError is an OSError
@@ -222,9 +286,17 @@ class Link:
         assert self._loop is not None
         fut = self._loop.create_future()
         fd = sock.fileno()
-        add, remove = ((self._loop.add_writer, self._loop.remove_writer) if write
-                       else (self._loop.add_reader, self._loop.remove_reader))
-        add(fd, lambda: fut.done() or fut.set_result(None))
+        add, remove = (
+            (self._loop.add_writer, self._loop.remove_writer)
+            if write
+            else (self._loop.add_reader, self._loop.remove_reader)
+        )
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        add(fd, ready)
         try:
             await fut
         finally:
@@ -236,8 +308,7 @@ class Link:
         fut = self._connack
         if reason_code.is_failure:
             if fut is not None and not fut.done():
-                fut.set_exception(ConnectionError(f"broker refused the connection: "
-                                                  f"{reason_code}"))
+                fut.set_exception(ConnectionError(f"broker refused the connection: {reason_code}"))
             return
         self.connected = True
         if fut is not None and not fut.done():
@@ -248,7 +319,16 @@ class Link:
 
     def _connected_now(self) -> None:
         if self.connected:
+            for topic_filter in list(self._subscriptions):
+                self._subscribe_now(topic_filter)
             self._on_connected()
+            for hook in list(self._connected_hooks):
+                hook()
+
+    def _paho_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        done = self._subacks.pop(mid, None)
+        if done is not None:
+            done()
 
     def _paho_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False

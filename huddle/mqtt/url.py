@@ -7,14 +7,15 @@ here (stdlib only) means a bad `--mqtt` value is reported as a HuddleError befor
 imported, and the password never travels further than `BrokerTarget.password`: every place
 that prints a URL prints `BrokerTarget.redacted` instead.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
 from huddle.errors import HuddleError
@@ -35,9 +36,9 @@ class BrokerTarget:
     tls: bool
     host: str
     port: int
-    username: Optional[str] = None
-    password: Optional[str] = None
-    ca_file: Optional[str] = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
 
     @property
     def redacted(self) -> str:
@@ -57,8 +58,9 @@ class BrokerTarget:
         return ctx
 
 
-def parse_url(url: str, ca_file: Optional[str] = None,
-              environ: Optional[Mapping[str, str]] = None) -> BrokerTarget:
+def parse_url(
+    url: str, ca_file: str | None = None, environ: Mapping[str, str] | None = None
+) -> BrokerTarget:
     """`mqtt[s]://[user[:pass]@]host[:port]` -> BrokerTarget, or MqttError saying what is wrong.
 
     Credentials missing from the URL come from HUDDLE_MQTT_USERNAME / HUDDLE_MQTT_PASSWORD.
@@ -94,9 +96,14 @@ def parse_url(url: str, ca_file: Optional[str] = None,
         raise MqttError("a CA file only applies to mqtts:// URLs")
     if ca_file is not None and not os.path.isfile(ca_file):
         raise MqttError(f"CA file not found: {ca_file}")
-    return BrokerTarget(tls=scheme == "mqtts", host=parts.hostname,
-                        port=port or DEFAULT_PORTS[scheme], username=username,
-                        password=password, ca_file=ca_file)
+    return BrokerTarget(
+        tls=scheme == "mqtts",
+        host=parts.hostname,
+        port=port or DEFAULT_PORTS[scheme],
+        username=username,
+        password=password,
+        ca_file=ca_file,
+    )
 
 
 def validate_device_id(device_id: str) -> str:
@@ -112,11 +119,9 @@ def validate_device_id(device_id: str) -> str:
         raise MqttError(f"device id is longer than {MAX_DEVICE_ID} characters")
     for ch in device_id:
         if ch in "+#/":
-            raise MqttError(f"device id {device_id!r} contains {ch!r}, "
-                            "which MQTT topics reserve")
+            raise MqttError(f"device id {device_id!r} contains {ch!r}, which MQTT topics reserve")
         if ch.isspace() or not ch.isprintable():
-            raise MqttError(f"device id {device_id!r} contains whitespace or a control "
-                            "character")
+            raise MqttError(f"device id {device_id!r} contains whitespace or a control character")
     if device_id.startswith("$"):
         raise MqttError(f"device id {device_id!r} starts with '$' (reserved by brokers)")
     return device_id
@@ -139,5 +144,5 @@ def client_id(device_id: str, role: str = "huddle") -> str:
         return plain
     digest = hashlib.sha256(device_id.encode("utf-8")).hexdigest()[:8]
     room = MAX_CLIENT_ID - len(role) - len(digest) - 2
-    head = _SAFE_CLIENT_CHARS.sub("", device_id)[:max(room, 0)]
+    head = _SAFE_CLIENT_CHARS.sub("", device_id)[: max(room, 0)]
     return f"{role}-{head}-{digest}" if head else f"{role}-{digest}"
