@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from huddle import __version__
-from huddle.commands.common import add_state_dir
+from huddle.commands.common import add_broker, add_state_dir
 from huddle.errors import HuddleError
 
 
@@ -38,16 +37,7 @@ def _retry(parser: argparse.ArgumentParser) -> None:
         help="commit ids or prefixes to clear (default: every ban)",
     )
     add_state_dir(parser)
-    parser.add_argument(
-        "--mqtt",
-        metavar="URL",
-        default=os.environ.get("HUDDLE_MQTT"),
-        help="also lift the fleet's bans on this broker (env HUDDLE_MQTT)",
-    )
-    parser.add_argument(
-        "--prefix", default="huddle", help="topic prefix the agents use (default huddle)"
-    )
-    parser.add_argument("--ca", metavar="FILE", help="CA certificate for mqtts://")
+    add_broker(parser, "also lift the fleet's bans on this broker")
 
 
 def _publish(parser: argparse.ArgumentParser) -> None:

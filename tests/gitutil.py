@@ -21,6 +21,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -515,6 +516,15 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+def make_app(tmp_path: Path, name: str = "web", origin: Origin | None = None, **sections):
+    """An origin for the app and a config deploying it from there; returns
+    (origin, port, config path). Keyword arguments deep-merge into the config's sections."""
+    origin = origin or Origin(tmp_path / "remotes", name)
+    port = free_port()
+    config = app_config(origin.url, tmp_path / "apps" / name, port, **sections)
+    return origin, port, write_config(tmp_path / "configs" / f"{name}.json", config)
+
+
 class Agent:
     """`huddle run` in a subprocess with its own state dir."""
 
@@ -578,6 +588,10 @@ class Agent:
             return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def starts(self, name: str, commit: str) -> int:
+        """How many times the app log says a process was started at this commit."""
+        return len(re.findall(rf"started pid \d+ at {commit[:12]}", self.app_log(name)))
 
     def wait(self, pred: Callable[[dict], object], what: str, timeout_s: float = 20.0):
         """Poll state.json until pred(state) is truthy; fail with the evidence if not."""

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -27,6 +26,7 @@ from tests.gitutil import (
     git_subcommand,
     git_wrapper,
     http_get,
+    make_app,
     read_calls,
     tagged_pids,
     wait_until,
@@ -34,19 +34,6 @@ from tests.gitutil import (
 )
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def make_app(tmp_path: Path, name: str = "web", origin: Origin = None, **sections):
-    """An origin with v1 of the app, and a config for it; returns (origin, port, config)."""
-    origin = origin or Origin(tmp_path / "remotes", name)
-    port = free_port()
-    config = app_config(origin.url, tmp_path / "apps" / name, port, **sections)
-    return origin, port, write_config(tmp_path / "configs" / f"{name}.json", config)
-
-
-def started_at(agent, name: str, commit: str) -> int:
-    """How many times the app log says a process was started at this commit."""
-    return len(re.findall(rf"started pid \d+ at {commit[:12]}", agent.app_log(name)))
 
 
 def test_deploy_update_logs_environment_status_and_polling_cost(tmp_path, agent_factory):
@@ -292,7 +279,7 @@ def test_install_runs_before_start_and_a_failing_install_keeps_the_old_app(tmp_p
     assert http_get(port) == (200, "v2")
     assert git("rev-parse", "HEAD", cwd=tree) == v2  # the tree is back at the running commit
     assert (tree / "version.txt").read_text() == "v2\n"
-    assert started_at(agent, "web", v3) == 0
+    assert agent.starts("web", v3) == 0
     assert old["pid"] != running
 
     v4 = origin.app_commit("v4", install="ok")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -18,26 +17,14 @@ from tests.gitutil import (
     PY,
     Origin,
     alive,
-    app_config,
-    free_port,
     git,
     http_get,
+    make_app,
     wait_until,
     write_config,
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def make_app(tmp_path, name="web", **sections):
-    origin = Origin(tmp_path / "remotes", name)
-    port = free_port()
-    config = app_config(origin.url, tmp_path / "apps" / name, port, **sections)
-    return origin, port, write_config(tmp_path / "configs" / f"{name}.json", config)
-
-
-def starts(agent, name, commit):
-    return len(re.findall(rf"started pid \d+ at {commit[:12]}", agent.app_log(name)))
 
 
 def test_first_deploy_killed_during_its_trial_comes_back(tmp_path, agent_factory):
@@ -51,7 +38,7 @@ def test_first_deploy_killed_during_its_trial_comes_back(tmp_path, agent_factory
     )
     os.kill(app["pid"], signal.SIGKILL)
     app = agent.wait_good("web", v1)
-    assert app["bad"] == [] and app["state"] == "running" and starts(agent, "web", v1) == 2
+    assert app["bad"] == [] and app["state"] == "running" and agent.starts("web", v1) == 2
     assert http_get(port) == (200, "v1")
     assert agent.stop() == 0
     assert agent.app("web")["state"] == "stopped" and agent.app("web")["healthy"] is None
@@ -73,7 +60,7 @@ def test_a_port_clash_on_both_commits_bans_neither_and_the_newest_runs_when_it_c
         v2 = origin.app_commit("v2")
         agent.start(config)
         agent.wait(
-            lambda s: "environment is at fault" in agent.output() and starts(agent, "web", v2) >= 1,
+            lambda s: "environment is at fault" in agent.output() and agent.starts("web", v2) >= 1,
             "v2 and its fallback v1 both failed",
             timeout_s=60,
         )

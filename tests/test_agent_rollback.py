@@ -5,36 +5,23 @@ original huddle's [watchdog] forms drive the same checks."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import pytest
 
 from tests.gitutil import (
     Origin,
-    app_config,
     free_port,
     git,
     git_subcommand,
     git_wrapper,
     http_get,
+    make_app,
     read_calls,
     wait_until,
-    write_config,
 )
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def make_app(tmp_path, name="web", **sections):
-    origin = Origin(tmp_path / "remotes", name)
-    port = free_port()
-    config = app_config(origin.url, tmp_path / "apps" / name, port, **sections)
-    return origin, port, write_config(tmp_path / "configs" / f"{name}.json", config)
-
-
-def started_at(agent, name, commit):
-    return len(re.findall(rf"started pid \d+ at {commit[:12]}", agent.app_log(name)))
 
 
 def rolled_back(commit, good):
@@ -74,7 +61,7 @@ def test_crashing_commit_is_rolled_back_and_never_deployed_again(tmp_path, agent
         15,
         "four more polls",
     )
-    assert started_at(agent, "web", v2) == 1
+    assert agent.starts("web", v2) == 1
     assert agent.app("web")["commit"] == v1
     table = agent.status().stdout.splitlines()
     assert table[1].split()[:6] == ["web", "running", v1[:12], v1[:12], str(app["pid"]), "healthy"]
@@ -103,7 +90,7 @@ def test_unhealthy_commit_is_rolled_back(tmp_path, agent_factory):
     app = agent.wait_app("web", rolled_back(v2, v1), "v2 rolled back to v1")
     assert f"rolled back {v2[:12]}" in app["last_error"]
     assert "500" in app["last_error"]
-    assert started_at(agent, "web", v2) == 1 and http_get(port) == (200, "v1")
+    assert agent.starts("web", v2) == 1 and http_get(port) == (200, "v1")
     assert agent.stop() == 0
 
 
@@ -120,7 +107,7 @@ def test_first_commit_that_fails_is_retried_with_backoff_never_banned_and_a_fix_
     name, state, commit = agent.status().stdout.splitlines()[1].split()[:3]
     assert (name, commit) == ("web", v1[:12])
     assert state in ("crashloop", "syncing", "trial")  # it moves on while we look
-    assert started_at(agent, "web", v1) >= 3
+    assert agent.starts("web", v1) >= 3
     # a fixed commit is deployed at the next poll
     v2 = origin.app_commit("v2")
     agent.wait_good("web", v2)

@@ -23,13 +23,12 @@ from huddle.signatures import Signers
 from tests.gitutil import (
     PY,
     Origin,
-    app_config,
-    free_port,
     git,
     git_env,
     git_subcommand,
     git_wrapper,
     http_get,
+    make_app,
     read_calls,
     wait_until,
     write_config,
@@ -114,13 +113,6 @@ def tampered(origin: Origin, signed: str, tree_of: str) -> str:
     return sha
 
 
-def make_app(tmp_path: Path, name: str = "web", **sections):
-    origin = Origin(tmp_path / "remotes", name)
-    port = free_port()
-    config = app_config(origin.url, tmp_path / "apps" / name, port, **sections)
-    return origin, port, write_config(tmp_path / "configs" / f"{name}.json", config)
-
-
 def verifications(calls: Path, commit: str) -> int:
     """How many signature checks of `commit` the agent's git wrapper saw."""
     return sum(1 for line in read_calls(calls) if "%G?" in line and commit in line.split())
@@ -136,10 +128,6 @@ def refused(commit: str):
         return f"refused to deploy {commit[:12]}" in error and app
 
     return pred
-
-
-def started_at(agent, name: str, commit: str) -> int:
-    return len(re.findall(rf"started pid \d+ at {commit[:12]}", agent.app_log(name)))
 
 
 @pytest.fixture
@@ -174,7 +162,7 @@ def test_only_a_head_a_trusted_key_signed_is_deployed(tmp_path, agent_factory, k
         assert agent.app("web")["commit"] == v1 and agent.app("web")["running"]
         assert http_get(port) == (200, "v1")
         assert git("rev-parse", "HEAD", cwd=tree) == v1  # the tree never moved
-        assert started_at(agent, "web", commit) == 0
+        assert agent.starts("web", commit) == 0
 
     # unsigned: refused, and checked again only when the branch moves
     sign_with(origin, None)
@@ -259,7 +247,7 @@ def test_a_rollback_moves_only_to_a_trusted_commit(tmp_path, agent_factory, keys
     agent.signal(signal.SIGHUP)
     agent.wait(lambda s: "reloaded" in agent.output(), "the reload")
     agent.wait_app("web", lambda a: a.get("running") and a.get("healthy"), "u1 runs on")
-    starts_of_u1 = started_at(agent, "web", u1)
+    starts_of_u1 = agent.starts("web", u1)
 
     # a signed commit that crashes cannot fall back to the unsigned u1
     sign_with(origin, keys["alice"])
@@ -270,7 +258,7 @@ def test_a_rollback_moves_only_to_a_trusted_commit(tmp_path, agent_factory, keys
         "the rollback to u1 refused",
     )
     assert f"{u1[:12]} is unsigned" in app["last_error"]
-    assert started_at(agent, "web", u1) == starts_of_u1
+    assert agent.starts("web", u1) == starts_of_u1
     assert git("rev-parse", "HEAD", cwd=tmp_path / "apps" / "web") == v2
 
     # a signed good commit, then a signed one that crashes: back to the signed good one

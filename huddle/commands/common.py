@@ -26,6 +26,22 @@ def state_dir(args: argparse.Namespace) -> Path:
     return args.state_dir or default_state_dir()
 
 
+def add_broker(parser: argparse.ArgumentParser, what: str) -> None:
+    """--mqtt (env HUDDLE_MQTT), --prefix and --ca, as every broker client takes them."""
+    parser.add_argument(
+        "--mqtt",
+        metavar="URL",
+        default=os.environ.get("HUDDLE_MQTT"),
+        help=f"{what}: mqtt://[user[:pass]@]host[:port] or mqtts://... (env HUDDLE_MQTT)",
+    )
+    parser.add_argument(
+        "--prefix", default="huddle", help="topic prefix the agents use (default huddle)"
+    )
+    parser.add_argument(
+        "--ca", metavar="FILE", help="CA certificate for mqtts:// (default: the system store)"
+    )
+
+
 def add_log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",

@@ -10,20 +10,15 @@ what gets deployed is still what the branch holds, and agents rate-limit trigger
 from __future__ import annotations
 
 import argparse
-import os
 
+from huddle.commands.common import add_broker
 from huddle.errors import HuddleError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from huddle.mqtt.coordination import DEFAULT_SPREAD_S, MAX_SPREAD_S
 
-    parser.add_argument(
-        "--mqtt",
-        metavar="URL",
-        default=os.environ.get("HUDDLE_MQTT"),
-        help="broker, mqtt://[user[:pass]@]host[:port] or mqtts://... (default $HUDDLE_MQTT)",
-    )
+    add_broker(parser, "the broker the agents report to")
     parser.add_argument(
         "--device",
         action="append",
@@ -45,12 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"each agent polls within S seconds (default "
         f"{DEFAULT_SPREAD_S:g}, at most {MAX_SPREAD_S:g})",
-    )
-    parser.add_argument(
-        "--prefix", default="huddle", help="topic prefix the agents use (default huddle)"
-    )
-    parser.add_argument(
-        "--ca", metavar="FILE", help="CA certificate for mqtts:// (default: the system store)"
     )
 
 

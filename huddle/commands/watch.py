@@ -13,11 +13,11 @@ as `{"topic", "retained", "payload"}`. `--once` prints what the broker holds and
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
+from huddle.commands.common import add_broker
 from huddle.errors import HuddleError
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
@@ -27,18 +27,7 @@ RECONNECT_MAX_S = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mqtt",
-        metavar="URL",
-        default=os.environ.get("HUDDLE_MQTT"),
-        help="broker, mqtt://[user[:pass]@]host[:port] or mqtts://... (default $HUDDLE_MQTT)",
-    )
-    parser.add_argument(
-        "--prefix", default="huddle", help="topic prefix the agents use (default huddle)"
-    )
-    parser.add_argument(
-        "--ca", metavar="FILE", help="CA certificate for mqtts:// (default: the system store)"
-    )
+    add_broker(parser, "the broker")
     parser.add_argument(
         "--json",
         action="store_true",
