@@ -59,7 +59,7 @@ def once_cycle(heap_k, work, server):
 # the agent's modules in the order a long-running agent with MQTT compiles them at boot (each
 # after the modules it imports, so each row is its own cost); all but the config checker stay
 MODULES = [("huddle_config", "boot only"), ("huddle_os", "resident"),
-           ("huddle_start", "boot only"), ("huddle_http", "resident"), ("mqtt", "resident"),
+           ("huddle_start", "boot only"), ("huddle_http", "resident"), ("huddle_mqtt", "resident"),
            ("huddle_store", "resident"), ("huddle_agent", "resident"),
            ("huddle_stage", "resident"), ("huddle_sync", "resident"),
            ("huddle_poll", "resident"), ("huddle_health", "resident"),

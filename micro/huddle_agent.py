@@ -58,7 +58,7 @@ class Agent:
         # f: the agent's tasks, huddle_poll.poll and huddle_health.supervise (passed by main.py)
         cfg, m = self.cfg, self.m
         if cfg["mqtt"]:
-            from mqtt import MQTTClient
+            from huddle_mqtt import MQTTClient
             a, m[9], m[10], m[11], m[12] = cfg["mqtt"]  # worked out at boot (huddle_start)
             c = m[0] = MQTTClient(*a)
             c.set_last_will(m[9], m[10])

@@ -10,7 +10,7 @@
 # on CPython. HTTPS connects and shakes hands blocking, bounded by the timeout, then goes
 # non-blocking. Lines are read with a hard length limit; bodies are left to the caller
 # (huddle_stage reads them into the one buffer, `chunk`). HTTP/1.0 keeps servers from answering
-# chunked. The MQTT client (mqtt.py) runs on `Response` too.
+# chunked. The MQTT client (huddle_mqtt) runs on `Response` too.
 import socket
 from asyncio import sleep
 from errno import EAGAIN, EINPROGRESS, ETIMEDOUT, ECONNRESET, ECONNABORTED

@@ -114,7 +114,7 @@ def modules(cfg, once):
     # imports, in the order measured to need the smallest heap (the HTTP layer first, then sync
     # before stage before poll)
     tls = cfg["manifest"][:6] == "https:" or (cfg["mqtt"] and cfg["mqtt"][4] and not once)
-    names = ["huddle_http"] + (["mqtt"] if cfg["mqtt"] and not once else [])
+    names = ["huddle_http"] + (["huddle_mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_tls"] if tls else []
     names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
     names += [] if once else ["huddle_health"]

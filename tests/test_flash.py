@@ -118,7 +118,8 @@ def micro_modules():
 
 
 def test_flash_compiled_onto_the_pty_board(board, tmp_path):
-    (board.fs_dir / "mqtt.py").write_text("raise ImportError('stale source shadows mqtt.mpy')\n")
+    (board.fs_dir / "huddle_mqtt.py").write_text(
+        "raise ImportError('stale source shadows huddle_mqtt.mpy')\n")
     out = huddle("--port", board.tty, "--board", "unix", str(write_config(tmp_path)))
     assert out.returncode == 0, out.stderr
     assert_no_secret(out)
@@ -154,7 +155,7 @@ def test_flash_compiled_onto_the_pty_board(board, tmp_path):
 
 
 def test_flash_sources_with_no_compile(board, tmp_path):
-    (board.fs_dir / "mqtt.mpy").write_bytes(b"M\x06stale")
+    (board.fs_dir / "huddle_mqtt.mpy").write_bytes(b"M\x06stale")
     out = huddle(
         "--port", board.tty, "--board", "unix", "--no-compile", str(write_config(tmp_path))
     )
@@ -162,7 +163,7 @@ def test_flash_sources_with_no_compile(board, tmp_path):
     assert "as source" in out.stdout
     for src in micro_modules():
         assert (board.fs_dir / src.name).read_bytes() == src.read_bytes()
-    assert not (board.fs_dir / "mqtt.mpy").exists()
+    assert not (board.fs_dir / "huddle_mqtt.mpy").exists()
     assert board.resets >= 2
 
 
@@ -294,7 +295,7 @@ def test_dry_run_with_wifi_plans_boot_shim_and_private_wifi_file(tmp_path):
     assert out.returncode == 0, out.stderr
     assert_no_secret(out)
     planned = [line.strip() for line in out.stdout.splitlines()[1:-1]]
-    assert {"/boot.py", "/wifi.json", "/device.json", "/main.py", "/mqtt.mpy"} <= set(planned)
+    assert {"/boot.py", "/wifi.json", "/device.json", "/main.py", "/huddle_mqtt.mpy"} <= set(planned)
 
 
 def test_stage_keeps_secrets_private_and_wifi_out_of_the_device_config(tmp_path):
@@ -310,7 +311,7 @@ def test_stage_keeps_secrets_private_and_wifi_out_of_the_device_config(tmp_path)
     for name in ("wifi.json", "device.json"):
         assert files[name].stat().st_mode & 0o077 == 0
     assert files["boot.py"].read_bytes() == (BOARDS_DIR / "boot.py").read_bytes()
-    assert "/mqtt.mpy" in staged.remove and "/mqtt.py" not in staged.remove
+    assert "/huddle_mqtt.mpy" in staged.remove and "/huddle_mqtt.py" not in staged.remove
 
 
 def test_missing_mpy_cross_is_a_clear_error(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""micro/mqtt.py against a real Mosquitto, on the real MicroPython unix port and on CPython.
+"""micro/huddle_mqtt.py against a real Mosquitto, on the real MicroPython unix port and on
+CPython.
 
 Each scenario runs a small driver (DRIVER below) in a child process, under `micropython` with
 MICROPYPATH=micro:.frozen or under the venv's CPython, and a paho client in the test observes
@@ -36,11 +37,11 @@ RUNTIMES = ["micropython", "cpython"]
 sys.path.insert(0, str(MICRO))
 import huddle_config  # noqa: E402  (micro/ on the path first)
 import huddle_http  # noqa: E402
-import mqtt  # noqa: E402
+import huddle_mqtt as mqtt  # noqa: E402
 
 DRIVER = r'''
 import sys, time, asyncio
-from mqtt import MQTTClient
+from huddle_mqtt import MQTTClient
 from huddle_config import parse_url
 
 def ms():
@@ -346,7 +347,7 @@ import asyncio, huddle_http  # the agent's HTTP layer, which the client runs on,
 huddle_http.chunk()  # and so is its one read buffer
 gc.collect()
 free0 = gc.mem_free()
-from mqtt import MQTTClient
+from huddle_mqtt import MQTTClient
 gc.collect()
 free1 = gc.mem_free()
 
