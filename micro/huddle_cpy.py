@@ -1,6 +1,10 @@
-# CPython stand-ins for what MicroPython has built in (`const`, `time.ticks_*`). Only CPython
-# imports this module: on a board these functions would be compiled, and kept, for nothing.
-import time  # (importable on MicroPython too, where nothing uses it)
+# CPython stand-ins for what MicroPython has built in (`const`, `time.ticks_*`), and CPython's
+# TLS "not yet" errors (huddle_http). Only CPython imports this module: on a board these
+# functions would be compiled, and kept, for nothing.
+import ssl
+import time
+
+SSL_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 def const(x):

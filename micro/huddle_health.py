@@ -1,16 +1,20 @@
 # The supervisor: health checks, the trial window, rollback and restarts.
 #
-# `supervise` wakes every health interval (an app that died is noticed then); it counts failed
-# checks after `grace`; a version on trial (not yet good) that fails is rolled back
-# (huddle_store.back) and its commit is never installed again; a good version that fails is
-# restarted with capped exponential backoff. The trial ends after grace + retries x interval:
-# the commit becomes good if its last check passed (or no check is configured), else it is
-# rolled back as well (as the host agent does). The check itself is huddle_probe's, compiled at
-# boot only when the config has one (main.py).
+# `supervise` wakes every health interval (an app that died is noticed then) and counts failed
+# checks after `grace`. A version on trial (not yet good) that fails goes back to the previous
+# version (huddle_store.back); its commit is banned only when that fallback then runs
+# healthily through its own window. If the fallback fails too, the environment is at fault,
+# not the version: neither is banned, and the newest runs again, restarted with capped
+# exponential backoff until it passes. A good version that fails, and a failing first version
+# with nothing to go back to, are restarted with that backoff too: the app is never left
+# stopped. The trial ends after grace + retries x interval: the commit becomes good if its
+# last check passed (or no check is configured), else it fails like any other. The check
+# itself is huddle_probe's, compiled at boot only when the config has one (main.py).
 import asyncio
 from random import random
 from huddle_os import ticks_ms, ticks_diff, log
-from huddle_store import back, save
+from huddle_store import back, swap, ban, save
+from huddle_app import launch, stop
 
 
 async def supervise(a):
@@ -18,6 +22,7 @@ async def supervise(a):
     kind = h["type"]
     window = h["grace"] + (h["retries"] * h["interval"] if kind != "none" else 0)
     a.crashes = 0  # restarts in a row, for the backoff
+    a.no_fallback = False  # the fallback failed as well: the newest runs, no rollback
     while True:
         await asyncio.sleep(h["interval"])
         if a.started_ms is None:
@@ -39,28 +44,40 @@ async def supervise(a):
                 why = None
         if why is None and a.trial and age >= window and kind != "none" and not a.healthy:
             why = "not healthy at the end of trial"  # its last check failed, or none came back
+        s = a.state
         if why:
             a.note(why)
-            await a.stop()
-            # a MemoryError may be the agent's fragmented heap rather than the version: it gets
-            # three restarts (with backoff) before it counts against a version on trial
-            if a.trial and (why[:11] != "MemoryError" or a.crashes >= 3):
-                if back(a, why):
-                    a.launch()
-                    continue
-                a.trial = False  # nothing to go back to: keep restarting this one
+            await stop(a)
+            # a MemoryError may be the agent's fragmented heap rather than the version: three
+            # restarts (with backoff) before it counts against a version
+            memory = why[:11] == "MemoryError" and a.crashes < 3
+            if s["suspect"] and not memory:
+                log("%s fails as well: the environment, not %s; running it again"
+                    % (a.commit, s["suspect"]))
+                s["suspect"] = None
+                swap(a)
+                a.no_fallback = True
+            elif a.trial and not a.no_fallback and not memory and back(a, why):
+                launch(a)
+                continue
             a.crashes += 1
             a.restarts += 1
             delay = min(2 ** min(a.crashes, 8), 60) * (0.5 + random() / 2)
             log("restarting %s in %.1fs" % (a.cfg["main"], delay))
             a.started_ms = None
             await asyncio.sleep(delay)
-            a.launch()
-        elif age >= window:
+            launch(a)
+        elif age >= window and (kind == "none" or a.healthy):
             a.crashes = 0
+            a.no_fallback = False
+            if s["suspect"]:  # the fallback runs healthily: the version it replaced was bad
+                bad, s["suspect"] = s["suspect"], None
+                log("%s is bad: %s runs healthily without it" % (bad, a.commit))
+                ban(a, bad)
+                a.note()
             if a.trial:
                 a.trial = False
-                a.state["good"] = a.commit
+                s["good"] = a.commit
                 save(a)
                 log("%s is good now" % a.commit)
                 a.note()

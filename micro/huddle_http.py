@@ -18,26 +18,30 @@ from huddle_os import ticks_ms, ticks_add, ticks_diff
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    from huddle_cpy import const
+    _WANT = ()  # MicroPython's TLS sockets say "not yet" with EAGAIN
+except ImportError:  # CPython: its TLS sockets raise these instead
+    from huddle_cpy import const, SSL_WANT as _WANT
 
 MAX_LINE = const(1024)
 MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off
 MIN_RATE = const(256)  # bytes/s: slower than this over a whole transfer is a failure
-_want = ()  # CPython TLS's "not yet" errors, set by huddle_tls once TLS is used
-
 
 # the one chunk buffer of every read (`more`), download and copy (huddle_stage): no object per
 # read. `chunk` allocates it when it is first needed (after the boot's compiles, which need the
-# room) and again after huddle_store.launch has lent its block to the app's compile
-buf = None
+# room) and again after `release` has lent its block to the app's compile (huddle_app.launch)
+_buf = None
 
 
 def chunk():
-    global buf
-    if buf is None:
-        buf = bytearray(1024)
-    return buf
+    global _buf
+    if _buf is None:
+        _buf = bytearray(1024)
+    return _buf
+
+
+def release():
+    global _buf
+    _buf = None
 
 
 class Response:
@@ -92,7 +96,7 @@ class Response:
             try:
                 n = f(x)
             except OSError as e:
-                if e.errno not in (EAGAIN, EINPROGRESS) and not isinstance(e, _want):
+                if e.errno not in (EAGAIN, EINPROGRESS) and not isinstance(e, _WANT):
                     raise
                 n = None
             if n is not None or not wait:
@@ -152,8 +156,9 @@ class Response:
             pass
 
 
-async def get(url, timeout_s):
-    # opens a GET, reads the status line and headers; the body is left to the caller
+async def get(url, timeout_s, ca=None):
+    # opens a GET, reads the status line and headers; the body is left to the caller. `ca`: the
+    # TLS context of the config's `ca` file for https (None: huddle_tls's default)
     https = url.startswith("https://")
     rest = url[8 if https else 7:]
     i = rest.find("/")
@@ -165,7 +170,7 @@ async def get(url, timeout_s):
     ctx = None
     if https:
         from huddle_tls import context
-        ctx = context(True)
+        ctx = context(ca)
     resp = Response(host, port, timeout_s, ctx)
     try:
         resp.due(0)  # the request and its headers within the timeout, however they trickle

@@ -39,7 +39,9 @@ class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=60, ssl=False, timeout_s=5):
         # ssl: False, True (a default context) or a context object (one that verifies)
-        self.a = client_id, host, port, user, password, keepalive, ssl, timeout_s
+        self.client_id, self.host, self.port = client_id, host, port
+        self.user, self.password, self.keepalive = user, password, keepalive
+        self.ssl, self.timeout_s = ssl, timeout_s
 
     def set_last_will(self, topic, msg, retain=True, qos=1):
         if qos not in (0, 1):
@@ -49,19 +51,20 @@ class MQTTClient:
     async def connect(self):
         # CONNECT on a new connection, then CONNACK; returns the session-present flag
         self.close()
-        cid, host, port, user, pw, ka, ssl, t = self.a
-        if ssl:
+        user, password, ka = self.user, self.password, self.keepalive
+        ctx = None
+        if self.ssl:
             from huddle_tls import context
-            ssl = context(ssl)
-        c = self.c = Response(host, port, t, ssl or None)
+            ctx = context(None if self.ssl is True else self.ssl)
+        c = self.c = Response(self.host, self.port, self.timeout_s, ctx)
         try:
-            flags = 2 | (user is not None) << 7 | (pw is not None) << 6  # 2: clean session
-            body = _field(cid)
+            flags = 2 | (user is not None) << 7 | (password is not None) << 6  # clean session
+            body = _field(self.client_id)
             if self.will:
                 w, retain, qos = self.will
                 flags |= 4 | qos << 3 | retain << 5
                 body += w
-            for f in (user, pw):
+            for f in (user, password):
                 if f is not None:
                     body += _field(f)
             # protocol level 4: MQTT 3.1.1
@@ -121,12 +124,12 @@ class MQTTClient:
                 c.due(0)
                 await self.recv()
             if self.ping_at is not None and \
-                    ticks_diff(ticks_ms(), self.ping_at) > self.a[7] * 1000:
+                    ticks_diff(ticks_ms(), self.ping_at) > self.timeout_s * 1000:
                 raise OSError(ETIMEDOUT, "MQTT PINGRESP timed out")
         except BaseException:
             self.close()
             raise
-        if self.a[5] and ticks_diff(ticks_ms(), self.sent) >= self.a[5] * 500:
+        if self.keepalive and ticks_diff(ticks_ms(), self.sent) >= self.keepalive * 500:
             await self.ping()
 
     async def disconnect(self):

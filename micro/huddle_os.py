@@ -6,9 +6,8 @@
 # temporary file beside the target, flushed (and fsynced where the port can), then renamed over
 # it, so a power cut leaves the old or the new file. Modules are prefixed `huddle_` so an app's
 # own `config.py` or `http.py` can never shadow the agent's.
-import gc
+import json
 import os
-import sys
 try:
     from time import ticks_ms, ticks_diff, ticks_add
 except ImportError:  # CPython
@@ -53,7 +52,6 @@ def remove(path):
 
 
 def write_json(path, obj):
-    import json
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f)
@@ -67,33 +65,3 @@ def write_json(path, obj):
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def heap(a):
-    # the agent's debug heap sampler (huddle_agent.Agent.heap): samples live heap use, so a
-    # benchmark can report the peak
-    if a.cfg["debug"] and hasattr(gc, "mem_alloc"):
-        gc.collect()
-        a.m[4] = max(a.m[4], gc.mem_alloc())
-
-
-async def stop(a):
-    # the agent's method that stops its app (huddle_agent.Agent.stop; here for this module's
-    # room in its compile-time name table)
-    m = a.m
-    task, m[2] = m[2], None
-    if task is not None and not task.done():
-        task.cancel()
-        try:
-            await task
-        except BaseException:  # CancelledError or the app's last words: it is stopped
-            pass
-    if m[3] is not None:  # it was launched: undo huddle_store.launch's path and directory
-        if "" in sys.path:
-            sys.path.remove("")
-        os.chdir(a.root)
-        for name in list(sys.modules):
-            if name not in m[3]:
-                del sys.modules[name]
-        m[3] = None
-    m[7] = False

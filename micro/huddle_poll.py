@@ -15,6 +15,7 @@ import time
 from random import uniform
 from huddle_os import join, log
 from huddle_store import switch
+from huddle_app import launch, stop
 from huddle_sync import head, manifest
 from huddle_stage import stage
 
@@ -24,7 +25,7 @@ async def cycle(a):
     cfg = a.cfg
     gc.collect()
     try:
-        resp, commit = await head(cfg["manifest"], cfg["timeout"])
+        resp, commit = await head(cfg["manifest"], cfg["timeout"], cfg["ca"])
         try:
             if commit == a.commit:
                 return "current"
@@ -37,9 +38,9 @@ async def cycle(a):
         finally:
             resp.close()
         resp = None
-        a.heap()
+        a.sample_heap()
         got, copied = await stage(a, tmp, total)
-        a.heap()
+        a.sample_heap()
         switch(a, commit, branch, int(time.time()))
     except Exception as e:  # any failure leaves the old version: report and carry on
         a.note("sync: %s: %s" % (type(e).__name__, e))
@@ -54,7 +55,8 @@ async def poll(a):
     fails = delay = 0
     while True:
         await asyncio.sleep(delay)
-        result = "trial" if a.trial else await cycle(a)
+        # nothing is installed while a version is on trial or its fallback is being judged
+        result = "trial" if a.trial or a.state["suspect"] else await cycle(a)
         fails = fails + 1 if result == "failed" else 0
         delay = min(uniform(cfg["minimum"], cfg["maximum"]) * 2 ** min(fails, 8),
                     16 * cfg["maximum"])
@@ -66,5 +68,5 @@ async def poll(a):
             if reset:
                 log("resetting into " + a.active)
                 reset()
-            await a.stop()
-            a.launch()
+            await stop(a)
+            launch(a)

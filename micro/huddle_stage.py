@@ -13,11 +13,9 @@ from huddle_http import get, chunk
 from huddle_os import join, stat, makedirs, remove
 
 
-async def stage(a, url, size):
-    # fills DIR/.stage from the checked manifest copy at path `url` whose files total `size`
-    # bytes; -> (downloaded, copied). (fetch's argument names: each distinct one is a name in
-    # the module's compile-time table)
-    tmp, total = url, size
+async def stage(a, listing, total):
+    # fills DIR/.stage from the checked manifest copy at path `listing` whose files total
+    # `total` bytes; -> (downloaded, copied)
     root = a.root
     st = os.statvfs(root)
     free = st[1] * st[4]  # f_frsize * f_bavail; 4 KB spare for directory entries, pointer
@@ -27,12 +25,12 @@ async def stage(a, url, size):
     remove(top)
     makedirs(top)
     running = join(root, a.active) if a.active else None
-    url = a.cfg["manifest"]
-    url = url[:url.rfind("/") + 1] + "blobs/"
+    blobs = a.cfg["manifest"]
+    blobs = blobs[:blobs.rfind("/") + 1] + "blobs/"
     got = copied = 0
     buf = chunk()
     mv = memoryview(buf)
-    with open(tmp, "rb") as f:
+    with open(listing, "rb") as f:
         while True:
             line = f.readline()
             if not line:
@@ -40,9 +38,9 @@ async def stage(a, url, size):
             if line[:5] != b"file ":
                 continue
             sha = line[5:69]
-            line = line[70:-1].decode()
-            i = line.find(" ")
-            size, rel = int(line[:i]), line[i + 1:]
+            rest = line[70:-1].decode()  # "SIZE PATH"
+            i = rest.find(" ")
+            size, rel = int(rest[:i]), rest[i + 1:]
             dest = join(top, rel)
             if stat(dest):
                 raise OSError("manifest lists %s twice" % rel)
@@ -61,16 +59,16 @@ async def stage(a, url, size):
                 if hexlify(h.digest()) == sha:
                     copied += 1
                     continue
-            await fetch(a, url + sha.decode(), dest, size, sha)
+            await fetch(a, blobs + sha.decode(), dest, size, sha)
             got += 1
-    remove(tmp)
+    remove(listing)
     return got, copied
 
 
 async def fetch(a, url, dest, size, sha):
     # one blob into its file through the agent's buffer (a memoryview: no allocation per
     # chunk), checked as it arrives
-    resp = await get(url, a.cfg["timeout"])
+    resp = await get(url, a.cfg["timeout"], a.cfg["ca"])
     try:
         if resp.status != 200:
             raise OSError("HTTP %d for %s" % (resp.status, url))
@@ -98,7 +96,7 @@ async def fetch(a, url, dest, size, sha):
                     raise OSError("%s: over the %d bytes" % (url, size))
                 h.update(mv[:n])
                 f.write(mv[:n])
-                a.heap()
+                a.sample_heap()
         if got != size:
             raise OSError("%s: truncated at %d of %d bytes" % (url, got, size))
         if hexlify(h.digest()) != sha:

@@ -6,8 +6,8 @@ from huddle_os import join, isdir, makedirs
 
 def boot(b):
     # (cfg, once, config path) from huddle_config.boot -> (cfg, once, (commit, active, state),
-    # names), or 2 when the `ca` is unusable; main.py gives huddle_tls the context
-    # cfg["ca"] (None when the config has no `ca` or uses no TLS)
+    # names), or 2 when the `ca` is unusable; cfg["ca"] becomes the TLS context made from
+    # that file (None when the config has no `ca` or uses no TLS), which every connection gets
     cfg, once, path = b
     if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_store.launch)
         import os
@@ -35,7 +35,8 @@ def mqtt(cfg):
     host, port, user, password, tls = cfg["mqtt"]  # parsed by huddle_config
     k = int(cfg["heartbeat"] * 2) + 10  # keepalive
     d = cfg["device"]
-    return (("huddle-" + d, host, port, user, password, k, tls, min(cfg["timeout"], 5)),
+    ssl = tls and (cfg["ca"] or True)  # True: huddle_tls's default context
+    return (("huddle-" + d, host, port, user, password, k, ssl, min(cfg["timeout"], 5)),
             "huddle/%s/status" % d, json.dumps({"device": d, "state": "offline"}),
             "mqtt: connected to %s:%d" % (host, port),
             max(5, k // 2))  # reconnect about once per heartbeat: a late status is a stale one
@@ -97,7 +98,7 @@ def start(root):
     if isinstance(p, dict) and isinstance(p.get("active"), str) \
             and isdir(join(root, p["active"])):
         commit, active = p.get("commit"), p["active"]
-    state = {"previous": None, "previous_commit": None, "good": None, "bad": [],
+    state = {"previous": None, "previous_commit": None, "good": None, "bad": [], "suspect": None,
              "last_deploy": None, "branch": None}
     s = read_json(join(root, "state.json"))
     if isinstance(s, dict):
@@ -116,7 +117,7 @@ def modules(cfg, once):
     tls = cfg["manifest"][:6] == "https:" or (cfg["mqtt"] and cfg["mqtt"][4] and not once)
     names = ["huddle_http"] + (["huddle_mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_tls"] if tls else []
-    names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
+    names += ["huddle_app", "huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
     names += [] if once else ["huddle_health"]
     names += ["huddle_hmac"] if cfg["key"] else []
     return names + ([] if once or cfg["health"]["type"] == "none" else ["huddle_probe"])

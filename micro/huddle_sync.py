@@ -14,9 +14,10 @@ from huddle_http import get, MAX_MANIFEST
 HEX = b"0123456789abcdef"
 
 
-async def head(url, timeout_s):
-    # (open response, commit) after the manifest's first two lines, which are checked
-    resp = await get(url, timeout_s)
+async def head(url, timeout_s, ca):
+    # (open response, commit) after the manifest's first two lines, which are checked; `ca`:
+    # the config's TLS context (huddle_http.get)
+    resp = await get(url, timeout_s, ca)
     try:
         if resp.status != 200:
             raise OSError("HTTP %d for %s" % (resp.status, url))

@@ -1,6 +1,8 @@
 """The micro agent's memory scenario, shared by tests/test_micro_heap.py and
-bench/bench_micro_heap.py: one long-running agent on the MicroPython unix port, agent and MQTT
-client compiled from source, in a heap of a given size.
+bench/bench_micro_heap.py: one long-running agent, with MQTT and a manifest key configured, in a
+heap of a given size, run as boards run it: on the 32-bit unix port ("micropython32") with the
+agent compiled by `mpy-cross -march=x86` (microutil.compile_agent), or, for comparison, on the
+64-bit port and/or from source.
 
 It installs a first version (a 150 KB file and an app), reports it over a real Mosquitto, then
 installs an update (another 150 KB file) while that app runs, and sends heartbeats for it. The
@@ -22,7 +24,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.microutil import ManifestServer, Repo, publish, start_micro, write_config
+from tests.microutil import MICRO, ManifestServer, Repo, publish, start_micro, write_config
 
 APP = b"""import asyncio
 
@@ -34,6 +36,7 @@ def main():
     return blink()
 """
 LIVENESS_S = 60  # per phase
+KEY = "heap-cycle-key"
 
 
 @dataclass
@@ -56,12 +59,14 @@ def out_of_memory(text: str) -> list[str]:
             if "MemoryError" in ln or "memory allocation failed" in ln]
 
 
-def run_cycle(work: Path, broker, heap: str, device: str = "heap") -> Cycle:
+def run_cycle(work: Path, broker, heap: str, device: str = "heap",
+              runtime: str = "micropython32", agent: Path = MICRO) -> Cycle:
+    """`agent`: micro/ (from source) or a microutil.compile_agent() directory."""
     work.mkdir(parents=True, exist_ok=True)
     repo = Repo(work / "repo")
     out = work / "pub"
     c1 = repo.commit({"app.py": APP, "data/blob.bin": os.urandom(150 * 1024)})
-    publish(repo, out)
+    publish(repo, out, key=KEY)
     server = ManifestServer(out).start()
     msgs: queue.Queue = queue.Queue()
     sub = mqtt.Client(CallbackAPIVersion.VERSION2)
@@ -71,10 +76,10 @@ def run_cycle(work: Path, broker, heap: str, device: str = "heap") -> Cycle:
     sub.loop_start()
     cfg = write_config(work / "device.json", device=device, manifest=server.url,
                        dir=str(work / "device"), minimum=0.3, maximum=0.6, main="app",
-                       timeout=5, mqtt=broker.url, heartbeat=0.5, debug=True,
+                       timeout=5, mqtt=broker.url, heartbeat=0.5, debug=True, key=KEY,
                        health={"type": "none", "grace": 0.3, "interval": 0.3})
     log = work / "agent.log"
-    proc = start_micro("micropython", cfg, log=log, heap=heap)
+    proc = start_micro(runtime, cfg, log=log, heap=heap, agent=agent)
     c2, peak = None, None
 
     def beats(commit: str, count: int) -> bool:
@@ -96,7 +101,7 @@ def run_cycle(work: Path, broker, heap: str, device: str = "heap") -> Cycle:
         if beats(c1, 2):
             c2 = repo.commit({"app.py": APP.replace(b"0.2", b"0.3"),
                               "data/blob.bin": os.urandom(150 * 1024)})
-            publish(repo, out)
+            publish(repo, out, key=KEY)
             completed = beats(c2, 3)
     finally:
         exited = proc.poll()

