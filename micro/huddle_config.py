@@ -6,12 +6,14 @@
 # board than a class per section. Keys: device, manifest, dir, minimum, maximum, main, and
 # optional mqtt, key, health (as in the host's app config), timeout (network steps, seconds),
 # heartbeat (MQTT status interval, seconds), debug (sample heap use), ca (a PEM or DER file of
-# the CA certificates TLS trusts). The `mqtt` URL is parsed here, once (this module is dropped
+# the CA certificates TLS trusts), branch (the only branch whose manifests are installed),
+# sync_deadline (seconds a whole sync may take). The `mqtt` URL is parsed here, once (this module is dropped
 # after boot), into (host, port, user, password, tls); huddle_start reads the `ca` file.
 
 REQUIRED = ("device", "manifest", "dir", "minimum", "maximum", "main")
 OPTIONAL = {"mqtt": None, "key": None, "health": None, "timeout": 10.0,
-            "heartbeat": 60.0, "debug": False, "ca": None}
+            "heartbeat": 60.0, "debug": False, "ca": None, "branch": None,
+            "sync_deadline": 600.0}
 HEALTH = {"type": "none", "host": "127.0.0.1", "port": None, "path": "/", "status": "200-399",
           "send": None, "expect": None, "interval": 10.0, "timeout": 3.0, "retries": 3,
           "grace": 10.0}
@@ -154,10 +156,10 @@ def check(raw):
         except (ValueError, AttributeError) as e:  # AttributeError: not a string
             bad.append(("mqtt", "must be an mqtt:// or mqtts:// URL (%s)"
                         % (e if isinstance(u, str) else "not a string")))
-    for k in ("key", "ca"):  # ca: a file's path, which huddle_start reads
+    for k in ("key", "ca", "branch"):  # ca: a file's path, which huddle_start reads
         if cfg[k] is not None and (not isinstance(cfg[k], str) or not cfg[k]):
             bad.append((k, "must be a non-empty string"))
-    for k in ("minimum", "maximum", "timeout", "heartbeat"):
+    for k in ("minimum", "maximum", "timeout", "heartbeat", "sync_deadline"):
         if k in cfg and (not _number(cfg[k]) or cfg[k] <= 0):
             bad.append((k, "must be a number > 0"))
     if not bad and cfg["minimum"] > cfg["maximum"]:

@@ -52,7 +52,9 @@ class Response:
     status = 0
     length = end = None
 
-    def __init__(self, host, port, timeout_s, ctx=None):
+    def __init__(self, host, port, timeout_s, ctx=None, until=None):
+        # until: ticks_ms after which nothing more is read or sent (a whole sync's deadline)
+        self.until = until
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
         s = self.s = socket.socket(ai[0], ai[1], ai[2])
         self.t = timeout_s
@@ -81,11 +83,15 @@ class Response:
         self.w = getattr(s, "send", None) or s.write
 
     def due(self, nbytes=None):
-        # with nbytes: the whole transfer's deadline starts now; without: checks it
+        # with nbytes: the whole transfer's deadline starts now (never past `until`);
+        # without: checks it
         if nbytes is not None:
             self.end = ticks_add(ticks_ms(), int((self.t + nbytes / MIN_RATE) * 1000))
+            if self.until is not None and ticks_diff(self.until, self.end) < 0:
+                self.end = self.until
         elif self.end is not None and ticks_diff(self.end, ticks_ms()) < 0:
-            raise OSError(ETIMEDOUT, "too slow (below %d B/s)" % MIN_RATE)
+            raise OSError(ETIMEDOUT, "past the sync deadline" if self.end == self.until
+                          else "too slow (below %d B/s)" % MIN_RATE)
 
     async def step(self, f, x, wait=True):
         # f(x) on the non-blocking socket, retried until it does something (its result), for
@@ -156,9 +162,10 @@ class Response:
             pass
 
 
-async def get(url, timeout_s, ca=None):
+async def get(url, timeout_s, ca=None, until=None):
     # opens a GET, reads the status line and headers; the body is left to the caller. `ca`: the
-    # TLS context of the config's `ca` file for https (None: huddle_tls's default)
+    # TLS context of the config's `ca` file for https (None: huddle_tls's default); `until`:
+    # the ticks_ms deadline of the whole sync this request is part of
     https = url.startswith("https://")
     rest = url[8 if https else 7:]
     i = rest.find("/")
@@ -171,7 +178,7 @@ async def get(url, timeout_s, ca=None):
     if https:
         from huddle_tls import context
         ctx = context(ca)
-    resp = Response(host, port, timeout_s, ctx)
+    resp = Response(host, port, timeout_s, ctx, until)
     try:
         resp.due(0)  # the request and its headers within the timeout, however they trickle
         await resp.send(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"

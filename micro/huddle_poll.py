@@ -13,7 +13,7 @@ import asyncio
 import gc
 import time
 from random import uniform
-from huddle_os import join, log
+from huddle_os import join, log, ticks_ms, ticks_add
 from huddle_store import switch
 from huddle_app import launch, stop
 from huddle_sync import head, manifest
@@ -25,7 +25,9 @@ async def cycle(a):
     cfg = a.cfg
     gc.collect()
     try:
-        resp, commit = await head(cfg["manifest"], cfg["timeout"], cfg["ca"])
+        # the whole sync, manifest and blobs, ends by this deadline, however the bytes trickle
+        until = ticks_add(ticks_ms(), int(cfg["sync_deadline"] * 1000))
+        resp, commit = await head(cfg["manifest"], cfg["timeout"], cfg["ca"], until)
         try:
             if commit == a.commit:
                 return "current"
@@ -34,14 +36,15 @@ async def cycle(a):
                     % (commit, a.commit))
                 return "bad"
             tmp = join(a.root, ".manifest.tmp")
-            branch, total = await manifest(resp, cfg["key"], commit, tmp)
+            branch, seq, total = await manifest(resp, cfg["key"], commit, tmp)
         finally:
             resp.close()
         resp = None
+        check(a, branch, seq)
         a.sample_heap()
-        got, copied = await stage(a, tmp, total)
+        got, copied = await stage(a, tmp, total, until)
         a.sample_heap()
-        switch(a, commit, branch, int(time.time()))
+        switch(a, commit, branch, seq, int(time.time()))
     except Exception as e:  # any failure leaves the old version: report and carry on
         a.note("sync: %s: %s" % (type(e).__name__, e))
         return "failed"
@@ -49,6 +52,19 @@ async def cycle(a):
     a.last_error = None
     a.note()
     return "installed"
+
+
+def check(a, branch, seq):
+    # a verified manifest is still refused when it is for another branch than the config's,
+    # or older than what was installed: a replayed manifest (its seq not above the installed
+    # one's, or none once the device has seen one) would be a downgrade
+    want, last = a.cfg["branch"], a.state["seq"]
+    if want and branch != want:
+        raise ValueError("manifest is for branch %s, not %s" % (branch, want))
+    if last is not None and (seq is None or seq <= last):
+        raise ValueError("manifest seq %s is not above the installed %d (a replay?)"
+                         % (seq, last))
+
 
 async def poll(a):
     cfg = a.cfg

@@ -13,9 +13,9 @@ from huddle_http import get, chunk
 from huddle_os import join, stat, makedirs, remove
 
 
-async def stage(a, listing, total):
+async def stage(a, listing, total, until):
     # fills DIR/.stage from the checked manifest copy at path `listing` whose files total
-    # `total` bytes; -> (downloaded, copied)
+    # `total` bytes, by the ticks_ms deadline `until`; -> (downloaded, copied)
     root = a.root
     st = os.statvfs(root)
     free = st[1] * st[4]  # f_frsize * f_bavail; 4 KB spare for directory entries, pointer
@@ -59,16 +59,16 @@ async def stage(a, listing, total):
                 if hexlify(h.digest()) == sha:
                     copied += 1
                     continue
-            await fetch(a, blobs + sha.decode(), dest, size, sha)
+            await fetch(a, blobs + sha.decode(), dest, size, sha, until)
             got += 1
     remove(listing)
     return got, copied
 
 
-async def fetch(a, url, dest, size, sha):
+async def fetch(a, url, dest, size, sha, until):
     # one blob into its file through the agent's buffer (a memoryview: no allocation per
     # chunk), checked as it arrives
-    resp = await get(url, a.cfg["timeout"], a.cfg["ca"])
+    resp = await get(url, a.cfg["timeout"], a.cfg["ca"], until)
     try:
         if resp.status != 200:
             raise OSError("HTTP %d for %s" % (resp.status, url))

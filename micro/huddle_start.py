@@ -99,7 +99,7 @@ def start(root):
             and isdir(join(root, p["active"])):
         commit, active = p.get("commit"), p["active"]
     state = {"previous": None, "previous_commit": None, "good": None, "bad": [], "suspect": None,
-             "last_deploy": None, "branch": None}
+             "last_deploy": None, "branch": None, "seq": None}
     s = read_json(join(root, "state.json"))
     if isinstance(s, dict):
         state.update(s)

@@ -6,7 +6,7 @@
 #     huddle.json      {"commit": SHA, "active": NAME}: the pointer, only ever replaced by a
 #                      rename (huddle_os.write_json); it always names a complete version
 #     state.json       {"previous", "previous_commit", "good", "bad": [...], "suspect",
-#                      "last_deploy", "branch"}
+#                      "last_deploy", "branch", "seq"}
 #     v-<commit[:12]>/ one complete version each: the active one and the previous one
 #     .stage/          the version being downloaded (renamed to v-... once complete)
 #     .manifest.tmp    the manifest being fetched; *.tmp are half-written files
@@ -40,7 +40,7 @@ def point(a, commit, active):
     cleanup(a)
 
 
-def switch(a, commit, branch, ts):
+def switch(a, commit, branch, seq, ts):
     # makes the staged version the active one: a rename, then the pointer
     name = "v-" + commit[:12]
     if name == a.active:
@@ -50,6 +50,8 @@ def switch(a, commit, branch, ts):
     os.rename(join(a.root, ".stage"), target)
     s = a.state
     s["branch"] = branch
+    if seq is not None:  # the highest installed: an older manifest is never installed again
+        s["seq"] = seq
     if a.active:
         s["previous"], s["previous_commit"] = a.active, a.commit
     s["last_deploy"] = ts

@@ -14,10 +14,10 @@ from huddle_http import get, MAX_MANIFEST
 HEX = b"0123456789abcdef"
 
 
-async def head(url, timeout_s, ca):
-    # (open response, commit) after the manifest's first two lines, which are checked; `ca`:
-    # the config's TLS context (huddle_http.get)
-    resp = await get(url, timeout_s, ca)
+async def head(url, timeout_s, ca, until):
+    # (open response, commit) after the manifest's first two lines, which are checked; `ca`
+    # and `until` as in huddle_http.get
+    resp = await get(url, timeout_s, ca, until)
     try:
         if resp.status != 200:
             raise OSError("HTTP %d for %s" % (resp.status, url))
@@ -37,13 +37,14 @@ async def head(url, timeout_s, ca):
 
 
 async def manifest(resp, key, commit, dest):
-    # the rest of the manifest, checked, copied to `dest`; -> (branch, total bytes of files)
+    # the rest of the manifest, checked, copied to `dest`; -> (branch, seq or None, total bytes
+    # of files)
     mac = None
     if key:  # huddle_hmac is compiled at boot when the config has a key
         from huddle_hmac import begin, verify
         mac = begin(key)
     line = b"huddle-manifest 1\ncommit " + commit.encode() + b"\n"
-    branch = sig = None
+    branch = seq = sig = None
     n, total, size = 2, 0, len(line)
     with open(dest, "wb") as out:
         while True:
@@ -68,6 +69,10 @@ async def manifest(resp, key, commit, dest):
                 if line[:7] != b"branch ":
                     raise ValueError("bad branch line %r" % line[:80])
                 branch = line[7:].decode()
+            elif n == 4 and line[:4] == b"seq ":
+                if not line[4:].isdigit():
+                    raise ValueError("bad seq line %r" % line[:80])
+                seq = int(line[4:])
             else:
                 p = line.split(b" ", 3)
                 if len(p) != 4 or p[0] != b"file" or len(p[1]) != 64 or p[1].strip(HEX) \
@@ -86,4 +91,4 @@ async def manifest(resp, key, commit, dest):
         raise ValueError("manifest cut after %d lines" % n)
     if mac:
         verify(mac, sig)
-    return branch, total
+    return branch, seq, total

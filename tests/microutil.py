@@ -111,6 +111,7 @@ class ManifestServer:
     """Serves `root` over HTTP on 127.0.0.1 with switchable misbehaviour.
 
     mode: "ok"; "500" (every request fails); "endless" (manifest.txt never ends);
+    "trickle" (manifest.txt, without a length, a few bytes at a time, never ending);
     "stall" (blobs send half their bytes, then wait until `release` is set);
     "drop" (blobs stop half way and close). `overrides` maps a URL path to bytes served
     instead of the file. `requests` records every path asked for.
@@ -166,6 +167,17 @@ class ManifestServer:
                 h.wfile.write(b"huddle-manifest 1\ncommit " + b"f" * 40 + b"\nbranch main\n")
                 while True:
                     h.wfile.write((b"file " + b"a" * 64 + b" 1 x\n") * 64)
+            except OSError:
+                return  # the device hung up, as it should
+        if self.mode == "trickle" and path.endswith("manifest.txt"):
+            h.send_response(200)
+            h.end_headers()
+            try:
+                h.wfile.write(b"huddle-manifest 1\ncommit " + b"e" * 40 + b"\nbranch main\n")
+                while not self.release.is_set():
+                    h.wfile.write(b"file " + b"a" * 64 + b" 1 x\n")
+                    h.wfile.flush()
+                    self.release.wait(0.2)  # ~380 B/s: above the floor rate, never done
             except OSError:
                 return  # the device hung up, as it should
         if path in self.overrides:

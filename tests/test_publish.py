@@ -7,6 +7,7 @@ import hmac
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,9 +34,10 @@ def test_manifest_format_and_blobs(tmp_path):
     assert lines[0] == "huddle-manifest 1"
     assert lines[1] == f"commit {commit}"
     assert lines[2] == "branch main"
+    assert lines[3].startswith("seq ") and lines[3][4:].isdigit()
     assert lines[-1] == ""
     expected = sorted(_files().items(), key=lambda kv: kv[0].encode())
-    assert lines[3:-1] == [
+    assert lines[4:-1] == [
         f"file {hashlib.sha256(d).hexdigest()} {len(d)} {p}" for p, d in expected
     ]
     for _, data in expected:
@@ -48,6 +50,31 @@ def test_manifest_format_and_blobs(tmp_path):
     assert sorted(os.listdir(out / "blobs")) == sorted(
         hashlib.sha256(d).hexdigest() for d in _files().values()
     )
+
+
+def _seq(out):
+    return int((out / "manifest.txt").read_text().split("\n")[3][4:])
+
+
+def test_seq_never_goes_backwards(tmp_path):
+    # devices refuse a manifest whose seq is not above the installed one's: publishing again
+    # (even within one second, or with the clock behind an earlier seq) always raises it
+    repo = Repo(tmp_path / "repo")
+    repo.commit(_files())
+    out = tmp_path / "out"
+    publish(repo.path, "main", out)
+    first = _seq(out)
+    assert first >= int(time.time()) - 5
+    publish(repo.path, "main", out)
+    assert _seq(out) == first  # the same commit again: the same manifest
+    repo.commit({"next.txt": b"next\n"})
+    publish(repo.path, "main", out)
+    assert _seq(out) > first
+    text = (out / "manifest.txt").read_text().replace(f"seq {_seq(out)}", "seq 99999999999")
+    (out / "manifest.txt").write_text(text)
+    repo.commit({"later.txt": b"later\n"})
+    publish(repo.path, "main", out)
+    assert _seq(out) == 99999999999 + 1
 
 
 def test_reads_the_commit_not_the_working_copy(tmp_path):

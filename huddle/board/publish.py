@@ -9,6 +9,11 @@ keep serving older manifests while a new one goes up: nothing is deleted unless 
 (`prune=True`). Paths a device could misread are refused with the offending path named:
 `..`/`.`/empty segments, a leading `/`, backslashes, newlines and other control characters,
 names that are not UTF-8, symlinks and submodules.
+
+Each manifest
+carries `seq N` (after `branch`), N = max(now in Unix seconds, the previous manifest's N + 1):
+it never goes backwards for one output directory, and devices refuse a manifest whose seq is
+not above the one they installed, so a replayed older signed manifest cannot downgrade them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,10 +274,15 @@ def _store_blob(blobs: Path, chunks: Iterator[bytes]) -> tuple[str, int, bool]:
 
 
 def render_manifest(
-    commit: str, branch: str, entries: list[Entry], key: bytes | None = None
+    commit: str,
+    branch: str,
+    entries: list[Entry],
+    key: bytes | None = None,
+    seq: int | None = None,
 ) -> bytes:
     """The manifest's bytes exactly as docs/micro.md defines them (signed when a key is given)."""
     lines = [MANIFEST_MAGIC, f"commit {commit}", f"branch {branch}"]
+    lines += [f"seq {seq}"] if seq is not None else []
     lines += [f"file {e.sha256} {e.size} {e.path}" for e in entries]
     body = ("\n".join(lines) + "\n").encode("utf-8")
     if key is not None:
@@ -327,11 +338,29 @@ def publish(
         reader.close()
     _fsync_dir(blobs)
     manifest = out / MANIFEST_NAME
-    _write_atomic(manifest, render_manifest(commit, branch, entries, key))
+    seq = next_seq(manifest, commit, branch)
+    _write_atomic(manifest, render_manifest(commit, branch, entries, key, seq))
     pruned = _prune(blobs, {e.sha256 for e in entries}) if prune else 0
     return Summary(
         commit, branch, len(entries), total, new_blobs, pruned, key is not None, manifest
     )
+
+
+def next_seq(manifest: Path, commit: str, branch: str) -> int:
+    """The seq of a new manifest at `manifest`: the previous one's when it names the same
+    commit and branch (publishing again changes nothing), else max(now, previous + 1)."""
+    head: list[bytes] = []
+    try:
+        with open(manifest, "rb") as f:
+            head = [f.readline().rstrip(b"\n") for _ in range(4)]
+    except OSError:  # no previous manifest
+        pass
+    seq = 0
+    if len(head) == 4 and head[3][:4] == b"seq " and head[3][4:].isdigit():
+        seq = int(head[3][4:])
+    if seq and head[1:3] == [f"commit {commit}".encode(), f"branch {branch}".encode()]:
+        return seq
+    return max(int(time.time()), seq + 1)
 
 
 def _prune(blobs: Path, keep: set) -> int:
