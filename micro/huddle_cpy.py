@@ -1,10 +1,12 @@
 # CPython stand-ins for what MicroPython has built in (`const`, `time.ticks_*`), and CPython's
 # TLS "not yet" errors (huddle_http). Only CPython imports this module: on a board these
 # functions would be compiled, and kept, for nothing.
-import ssl
 import time
-
-SSL_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+try:
+    from ssl import SSLWantReadError, SSLWantWriteError
+    SSL_WANT = (SSLWantReadError, SSLWantWriteError)
+except ImportError:  # MicroPython, where nothing imports this module (it stays importable)
+    SSL_WANT = ()
 
 
 def const(x):

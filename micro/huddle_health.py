@@ -66,7 +66,8 @@ async def supervise(a):
             log("restarting %s in %.1fs" % (a.cfg["main"], delay))
             a.started_ms = None
             await asyncio.sleep(delay)
-            launch(a)
+            if a.started_ms is None:  # else an install started a version meanwhile
+                launch(a)
         elif age >= window and (kind == "none" or a.healthy):
             a.crashes = 0
             a.no_fallback = False

@@ -18,6 +18,10 @@ from huddle_store import switch
 from huddle_app import launch, stop
 from huddle_sync import head, manifest
 from huddle_stage import stage
+try:  # imported at boot: later the app's directory is on the path, and may hold a machine.py
+    from machine import reset
+except ImportError:  # unix port, CPython: versions are swapped in-process
+    reset = None
 
 
 async def cycle(a):
@@ -77,10 +81,6 @@ async def poll(a):
         delay = min(uniform(cfg["minimum"], cfg["maximum"]) * 2 ** min(fails, 8),
                     16 * cfg["maximum"])
         if result == "installed":
-            try:
-                from machine import reset
-            except ImportError:  # unix port / CPython: swap in-process
-                reset = None
             if reset:
                 log("resetting into " + a.active)
                 reset()

