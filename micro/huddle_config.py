@@ -7,8 +7,9 @@
 # optional mqtt, key, health (as in the host's app config), timeout (network steps, seconds),
 # heartbeat (MQTT status interval, seconds), debug (sample heap use), ca (a PEM or DER file of
 # the CA certificates TLS trusts), branch (the only branch whose manifests are installed),
-# sync_deadline (seconds a whole sync may take). The `mqtt` URL is parsed here, once (this module is dropped
-# after boot), into (host, port, user, password, tls); huddle_start reads the `ca` file.
+# sync_deadline (seconds a whole sync may take). The `mqtt` URL is parsed here, once (this
+# module is dropped after boot), into (host, port, user, password, tls); huddle_start reads
+# the `ca` file.
 
 REQUIRED = ("device", "manifest", "dir", "minimum", "maximum", "main")
 OPTIONAL = {"mqtt": None, "key": None, "health": None, "timeout": 10.0,
