@@ -17,7 +17,6 @@ import time
 from random import random
 from huddle_os import ticks_ms, ticks_diff, ticks_add, log
 from huddle_store import cleanup
-from huddle_app import launch, stop
 
 VERSION = "0.2.0-micro"
 
@@ -39,6 +38,9 @@ class Agent:
         cleanup(self)
 
     async def run(self, poll, supervise):
+        # huddle_app is loaded at boot only for the long-running agent (--once runs no app):
+        # this finds it in sys.modules, before the app's directory is on the path
+        from huddle_app import launch, stop
         cfg = self.cfg
         if cfg["mqtt"]:
             from huddle_mqtt import MQTTClient

@@ -15,7 +15,6 @@ import time
 from random import uniform
 from huddle_os import join, log, ticks_ms, ticks_add
 from huddle_store import switch
-from huddle_app import launch, stop
 from huddle_sync import head, manifest
 from huddle_stage import stage
 try:  # imported at boot: later the app's directory is on the path, and may hold a machine.py
@@ -71,6 +70,9 @@ def check(a, branch, seq):
 
 
 async def poll(a):
+    # huddle_app is loaded at boot only for the long-running agent (--once runs no app); this
+    # finds it in sys.modules (a name the app's directory cannot shadow: huddle_ is ours)
+    from huddle_app import launch, stop
     cfg = a.cfg
     fails = delay = 0
     while True:

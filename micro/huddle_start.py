@@ -117,7 +117,8 @@ def modules(cfg, once):
     tls = cfg["manifest"][:6] == "https:" or (cfg["mqtt"] and cfg["mqtt"][4] and not once)
     names = ["huddle_http"] + (["huddle_mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_tls"] if tls else []
-    names += ["huddle_app", "huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
+    names += [] if once else ["huddle_app"]
+    names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
     names += [] if once else ["huddle_health"]
     names += ["huddle_hmac"] if cfg["key"] else []
     return names + ([] if once or cfg["health"]["type"] == "none" else ["huddle_probe"])
