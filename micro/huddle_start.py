@@ -9,7 +9,7 @@ def boot(b):
     # names), or 2 when the `ca` is unusable; cfg["ca"] becomes the TLS context made from
     # that file (None when the config has no `ca` or uses no TLS), which every connection gets
     cfg, once, path = b
-    if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_store.launch)
+    if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_app.launch)
         import os
         cfg["dir"] = os.getcwd().rstrip("/") + "/" + cfg["dir"]
     names = modules(cfg, once)
