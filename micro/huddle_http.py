@@ -46,8 +46,9 @@ def release():
 
 class Response:
     # an open connection (an HTTP response, or the MQTT client's connection): `status`, `length`
-    # (None if unknown), `readline`, `read`, `more`, `send`, `step`, `close`; `s` the socket,
-    # `ri` its read-into, `w` its write, `pending` what was read and not yet taken
+    # (None if unknown), `readline`, `read`, `more`, `send`, `step`, `close`; `sock` the socket,
+    # `recv_into` and `send_some` its non-blocking read and write (a TLS socket on MicroPython
+    # has only the stream methods), `pending` what was read and not yet taken
     pending = b""
     status = 0
     length = end = None
@@ -56,14 +57,14 @@ class Response:
         # until: ticks_ms after which nothing more is read or sent (a whole sync's deadline)
         self.until = until
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-        s = self.s = socket.socket(ai[0], ai[1], ai[2])
-        self.t = timeout_s
+        s = self.sock = socket.socket(ai[0], ai[1], ai[2])
+        self.timeout_s = timeout_s
         try:
             if ctx:
                 s.settimeout(timeout_s)
                 s.connect(ai[-1])
                 try:
-                    s = self.s = ctx.wrap_socket(s, server_hostname=host)
+                    s = self.sock = ctx.wrap_socket(s, server_hostname=host)
                 except ValueError as e:  # MicroPython's way of rejecting a certificate
                     # (on one line: mbedtls's messages hold line breaks)
                     raise OSError(ECONNABORTED, "TLS handshake failed: " + " ".join(
@@ -78,15 +79,15 @@ class Response:
         except BaseException:
             s.close()
             raise
-        # MicroPython's TLS socket has only the stream methods (None: not yet)
-        self.ri = getattr(s, "recv_into", None) or s.readinto
-        self.w = getattr(s, "send", None) or s.write
+        # (None from either means "not yet")
+        self.recv_into = getattr(s, "recv_into", None) or s.readinto
+        self.send_some = getattr(s, "send", None) or s.write
 
     def due(self, nbytes=None):
         # with nbytes: the whole transfer's deadline starts now (never past `until`);
         # without: checks it
         if nbytes is not None:
-            self.end = ticks_add(ticks_ms(), int((self.t + nbytes / MIN_RATE) * 1000))
+            self.end = ticks_add(ticks_ms(), int((self.timeout_s + nbytes / MIN_RATE) * 1000))
             if self.until is not None and ticks_diff(self.until, self.end) < 0:
                 self.end = self.until
         elif self.end is not None and ticks_diff(self.end, ticks_ms()) < 0:
@@ -107,8 +108,8 @@ class Response:
                 n = None
             if n is not None or not wait:
                 return n
-            if ticks_diff(ticks_ms(), t0) > self.t * 1000:
-                raise OSError(ETIMEDOUT, "no data for %ss" % self.t)
+            if ticks_diff(ticks_ms(), t0) > self.timeout_s * 1000:
+                raise OSError(ETIMEDOUT, "no data for %ss" % self.timeout_s)
             await sleep(0.02)
 
     async def readline(self):
@@ -142,7 +143,7 @@ class Response:
         if wait:
             self.due()
         mv = memoryview(chunk())
-        n = await self.step(self.ri, mv[:256], wait)
+        n = await self.step(self.recv_into, mv[:256], wait)
         if n:
             self.pending += mv[:n]
         return n
@@ -151,13 +152,13 @@ class Response:
         # all of data; even b"" waits for the connect (and shows a refused one)
         mv = memoryview(data)
         while True:
-            mv = mv[await self.step(self.w, mv):]
+            mv = mv[await self.step(self.send_some, mv):]
             if not mv:
                 return
 
     def close(self):
         try:
-            self.s.close()
+            self.sock.close()
         except OSError:  # closing is best effort: the socket may be dead already
             pass
 

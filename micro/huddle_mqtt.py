@@ -31,9 +31,9 @@ def _field(s):
 
 
 class MQTTClient:
-    # c: the open connection (a huddle_http.Response) or None; will: (its two fields, retain,
-    # qos); ping_at: ticks of an unanswered PINGREQ; sent: ticks of the last write
-    c = will = ping_at = None
+    # conn: the open connection (a huddle_http.Response) or None; will: (its two fields,
+    # retain, qos); ping_at: ticks of an unanswered PINGREQ; sent: ticks of the last write
+    conn = will = ping_at = None
     pid = sent = 0
 
     def __init__(self, client_id, host, port=1883, user=None, password=None,
@@ -56,7 +56,7 @@ class MQTTClient:
         if self.ssl:
             from huddle_tls import context
             ctx = context(None if self.ssl is True else self.ssl)
-        c = self.c = Response(self.host, self.port, self.timeout_s, ctx)
+        c = self.conn = Response(self.host, self.port, self.timeout_s, ctx)
         try:
             flags = 2 | (user is not None) << 7 | (password is not None) << 6  # clean session
             body = _field(self.client_id)
@@ -112,7 +112,7 @@ class MQTTClient:
         # bounded), pings after half a quiet keepalive, and raises OSError on EOF/reset or when
         # a PINGREQ went unanswered for timeout_s
         self.ready()
-        c = self.c
+        c = self.conn
         try:
             for _ in range(16):  # bounded: a chatty broker cannot keep us here
                 if not c.pending:
@@ -142,12 +142,12 @@ class MQTTClient:
 
     def close(self):
         # close without DISCONNECT: the broker publishes the will
-        c, self.c = self.c, None
+        c, self.conn = self.conn, None
         if c:
             c.close()
 
     def ready(self):
-        if self.c is None:
+        if self.conn is None:
             raise OSError(ENOTCONN, "MQTT not connected")
 
     async def send(self, first, body, msg=b""):
@@ -160,10 +160,10 @@ class MQTTClient:
             n >>= 7
             if not n:
                 break
-        self.c.due(len(body) + len(msg))
-        await self.c.send(h + body)
+        self.conn.due(len(body) + len(msg))
+        await self.conn.send(h + body)
         if msg:
-            await self.c.send(msg)
+            await self.conn.send(msg)
         self.sent = ticks_ms()
 
     async def ack(self, kind, pid):
@@ -176,7 +176,7 @@ class MQTTClient:
     async def recv(self):
         # one whole packet -> (type, value of a 2-byte body such as CONNACK's or PUBACK's,
         # else None); a PINGRESP clears the ping; anything else is read and dropped
-        c = self.c
+        c = self.conn
         kind = (await c.read(1))[0] & 0xF0
         n = shift = 0
         while True:

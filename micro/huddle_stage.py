@@ -88,7 +88,7 @@ async def fetch(a, url, dest, size, sha, until):
                     resp.pending = resp.pending[n:]
                 else:
                     resp.due()
-                    n = await resp.step(resp.ri, mv)
+                    n = await resp.step(resp.recv_into, mv)
                 if not n:
                     break
                 got += n

@@ -74,18 +74,19 @@ async def manifest(resp, key, commit, dest):
                     raise ValueError("bad seq line %r" % line[:80])
                 seq = int(line[4:])
             else:
-                p = line.split(b" ", 3)
-                if len(p) != 4 or p[0] != b"file" or len(p[1]) != 64 or p[1].strip(HEX) \
-                        or not p[2].isdigit():
+                fields = line.split(b" ", 3)  # file SHA256 SIZE PATH
+                if len(fields) != 4 or fields[0] != b"file" or len(fields[1]) != 64 \
+                        or fields[1].strip(HEX) or not fields[2].isdigit():
                     raise ValueError("bad file record %r" % line[:80])
-                total += int(p[2])
+                total += int(fields[2])
                 try:
-                    p = p[3].decode()
+                    path = fields[3].decode()
                 except UnicodeError:
                     raise ValueError("file name is not UTF-8")
-                if not p or p[0] == "/" or "\\" in p or [c for c in p if c < " "] or \
-                        [s for s in p.split("/") if s in ("", ".", "..")]:
-                    raise ValueError("unsafe path %r" % p)
+                if not path or path[0] == "/" or "\\" in path or \
+                        [c for c in path if c < " "] or \
+                        [s for s in path.split("/") if s in ("", ".", "..")]:
+                    raise ValueError("unsafe path %r" % path)
             line += b"\n"
     if n < 3:
         raise ValueError("manifest cut after %d lines" % n)
