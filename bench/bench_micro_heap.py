@@ -17,6 +17,7 @@ commits banned. Also prints the resident cost of each module on the 32-bit port 
     python bench/bench_micro_heap.py --variant 32-mpy --sizes 34,36,38 --runs 10 \\
         --once-sizes 22,24,26 --once-runs 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,24 +33,52 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.heapcycle import APP, KEY, run_cycle  # noqa: E402
-from tests.microutil import (MICRO, MICROPYTHON, MICROPYTHON32, ManifestServer, Repo,  # noqa: E402
-                             compile_agent, micro_cmd, micro_env, publish, write_config)
+from tests.microutil import (  # noqa: E402
+    MICRO,
+    MICROPYTHON,
+    MICROPYTHON32,
+    ManifestServer,
+    Repo,
+    compile_agent,
+    micro_cmd,
+    micro_env,
+    publish,
+    write_config,
+)
 from tests.mosquitto import Broker  # noqa: E402
 
 # name -> (runtime, mpy-cross -march or None for source)
-VARIANTS = {"32-mpy": ("micropython32", "x86"), "32-src": ("micropython32", None),
-            "64-mpy": ("micropython", "x64"), "64-src": ("micropython", None)}
+VARIANTS = {
+    "32-mpy": ("micropython32", "x86"),
+    "32-src": ("micropython32", None),
+    "64-mpy": ("micropython", "x64"),
+    "64-src": ("micropython", None),
+}
 TIMEOUT_S = 60
 
 
 def once_cycle(heap_k, work, server, broker, runtime, agent):
     dev = work / f"once-{heap_k}-{time.monotonic_ns()}"
-    cfg = write_config(work / f"once{heap_k}.json", device="once", manifest=server.url,
-                       dir=str(dev), minimum=1, maximum=2, main="app", timeout=5, key=KEY,
-                       mqtt=broker.url)
-    proc = subprocess.run(micro_cmd(runtime, cfg, "--once", heap=f"{heap_k}K", agent=agent),
-                          env=micro_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=TIMEOUT_S)
+    cfg = write_config(
+        work / f"once{heap_k}.json",
+        device="once",
+        manifest=server.url,
+        dir=str(dev),
+        minimum=1,
+        maximum=2,
+        main="app",
+        timeout=5,
+        key=KEY,
+        mqtt=broker.url,
+    )
+    proc = subprocess.run(
+        micro_cmd(runtime, cfg, "--once", heap=f"{heap_k}K", agent=agent),
+        env=micro_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     return proc.returncode == 0
 
 
@@ -66,16 +95,29 @@ for name in sys.argv[1:]:
     print(name, gc.mem_alloc() - a)
 """
 # the resident modules in the order a long-running agent with MQTT and a key loads them
-MODULES = ["huddle_http", "huddle_mqtt", "huddle_app", "huddle_agent", "huddle_sync",
-           "huddle_stage", "huddle_poll", "huddle_health", "huddle_hmac"]
+MODULES = [
+    "huddle_http",
+    "huddle_mqtt",
+    "huddle_app",
+    "huddle_agent",
+    "huddle_sync",
+    "huddle_stage",
+    "huddle_poll",
+    "huddle_health",
+    "huddle_hmac",
+]
 
 
 def module_costs(agent):
     """{module: bytes kept after importing it, in MODULES order} on the 32-bit port."""
     (agent / "probe.py").write_text(PROBE)
-    out = subprocess.run([str(MICROPYTHON32), "-X", "heapsize=1M", str(agent / "probe.py"),
-                          "asyncio", *MODULES], env=micro_env(), capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [str(MICROPYTHON32), "-X", "heapsize=1M", str(agent / "probe.py"), "asyncio", *MODULES],
+        env=micro_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return {k: int(v) for k, v in (line.split() for line in out.stdout.splitlines())}
 
 
@@ -109,11 +151,27 @@ def main() -> int:
         server = ManifestServer(work / "pub").start()
         broker = Broker(work / "broker").start()
         try:
-            cycles = {k: [run_cycle(work / f"c{k}-{i}", broker, f"{k}K", device=f"b{k}-{i}",
-                                    runtime=runtime, agent=agent)
-                          for i in range(args.runs)] for k in sizes}
-            once = {k: sum(once_cycle(k, work, server, broker, runtime, agent)
-                           for _ in range(args.once_runs)) for k in once_sizes}
+            cycles = {
+                k: [
+                    run_cycle(
+                        work / f"c{k}-{i}",
+                        broker,
+                        f"{k}K",
+                        device=f"b{k}-{i}",
+                        runtime=runtime,
+                        agent=agent,
+                    )
+                    for i in range(args.runs)
+                ]
+                for k in sizes
+            }
+            once = {
+                k: sum(
+                    once_cycle(k, work, server, broker, runtime, agent)
+                    for _ in range(args.once_runs)
+                )
+                for k in once_sizes
+            }
             agent32 = compile_agent(work / "agent32", march="x86")
             costs = module_costs(agent32) if args.modules else {}
             sizes_b = {m: (agent32 / f"{m}.mpy").stat().st_size for m in MODULES}
@@ -121,28 +179,38 @@ def main() -> int:
             server.stop()
             broker.kill()
     u = platform.uname()
-    print(f"machine: {u.system} {u.release} {u.machine}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; variant {args.variant}: {binary}"
-          f"{' with mpy-cross -march=' + march + ' -O3' if march else ', from source'}")
+    print(
+        f"machine: {u.system} {u.release} {u.machine}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; variant {args.variant}: {binary}"
+        f"{' with mpy-cross -march=' + march + ' -O3' if march else ', from source'}"
+    )
     print()
-    print("| variant | heap | clean (no MemoryError) | completed, MemoryErrors survived "
-          "| not completed | agent exited | commits banned | live heap peak (median) |")
+    print(
+        "| variant | heap | clean (no MemoryError) | completed, MemoryErrors survived "
+        "| not completed | agent exited | commits banned | live heap peak (median) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for k, runs in cycles.items():
         n = len(runs)
         clean = sum(c.clean for c in runs)
         survived = sum(c.completed and not c.clean for c in runs)
-        print(f"| {args.variant} | {k}K | {clean}/{n} | {survived}/{n} | "
-              f"{sum(not c.completed for c in runs)}/{n} | "
-              f"{sum(c.exited is not None for c in runs)} | {sum(bool(c.bad) for c in runs)} | "
-              f"{median(c.heap_peak for c in runs)} B |")
+        print(
+            f"| {args.variant} | {k}K | {clean}/{n} | {survived}/{n} | "
+            f"{sum(not c.completed for c in runs)}/{n} | "
+            f"{sum(c.exited is not None for c in runs)} | {sum(bool(c.bad) for c in runs)} | "
+            f"{median(c.heap_peak for c in runs)} B |"
+        )
     print()
-    print(f"`--once` sync, runs that installed out of {args.once_runs}: "
-          + ", ".join(f"{k}K {n}" for k, n in once.items()))
+    print(
+        f"`--once` sync, runs that installed out of {args.once_runs}: "
+        + ", ".join(f"{k}K {n}" for k, n in once.items())
+    )
     if costs:
         print()
-        print(f"Resident after import, 32-bit port, .mpy -O3 (interpreter at start "
-              f"{costs.get('base')} B, frozen asyncio {costs.get('asyncio')} B):")
+        print(
+            f"Resident after import, 32-bit port, .mpy -O3 (interpreter at start "
+            f"{costs.get('base')} B, frozen asyncio {costs.get('asyncio')} B):"
+        )
         print()
         print("| module | lines | .mpy bytes | resident after import |")
         print("|---|---|---|---|")

@@ -6,12 +6,14 @@
 def _join():
     import json
     import time
+
     try:
         with open("wifi.json") as f:
             w = json.load(f)
     except OSError:  # no wifi.json: this board reaches the network another way
         return
     import network
+
     sta = network.WLAN(network.STA_IF)
     sta.active(True)
     if not sta.isconnected():

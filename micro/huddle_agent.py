@@ -15,7 +15,8 @@ import gc
 import json
 import time
 from random import random
-from huddle_os import ticks_ms, ticks_diff, ticks_add, log
+
+from huddle_os import log, ticks_add, ticks_diff, ticks_ms
 from huddle_store import cleanup
 
 VERSION = "0.2.0-micro"
@@ -32,8 +33,13 @@ class Agent:
 
     def __init__(self, cfg, commit, active, state):
         # what huddle_start read from flash; then the leftovers of a kill go
-        self.cfg, self.root, self.commit, self.active, self.state = \
-            cfg, cfg["dir"], commit, active, state
+        self.cfg, self.root, self.commit, self.active, self.state = (
+            cfg,
+            cfg["dir"],
+            commit,
+            active,
+            state,
+        )
         self.boot_ms = ticks_ms()
         cleanup(self)
 
@@ -41,9 +47,11 @@ class Agent:
         # huddle_app is loaded at boot only for the long-running agent (--once runs no app):
         # this finds it in sys.modules, before the app's directory is on the path
         from huddle_app import launch, stop
+
         cfg = self.cfg
         if cfg["mqtt"]:
             from huddle_mqtt import MQTTClient
+
             # worked out at boot (huddle_start.mqtt)
             args, self.topic, self.offline, self.hello, self.retry_cap_s = cfg["mqtt"]
             self.mqtt = MQTTClient(*args)
@@ -92,13 +100,23 @@ class Agent:
 
     def status(self):
         cfg, s = self.cfg, self.state
-        app = {"commit": self.commit, "branch": s["branch"],
-               "running": self.task is not None and not self.finished and self.error is None,
-               "healthy": self.healthy, "restarts": self.restarts,
-               "last_deploy": s["last_deploy"], "last_error": self.last_error}
-        status = {"device": cfg["device"], "state": "online", "ts": int(time.time()),
-                  "uptime": ticks_diff(ticks_ms(), self.boot_ms) // 1000, "version": VERSION,
-                  "apps": {cfg["main"]: app}}
+        app = {
+            "commit": self.commit,
+            "branch": s["branch"],
+            "running": self.task is not None and not self.finished and self.error is None,
+            "healthy": self.healthy,
+            "restarts": self.restarts,
+            "last_deploy": s["last_deploy"],
+            "last_error": self.last_error,
+        }
+        status = {
+            "device": cfg["device"],
+            "state": "online",
+            "ts": int(time.time()),
+            "uptime": ticks_diff(ticks_ms(), self.boot_ms) // 1000,
+            "version": VERSION,
+            "apps": {cfg["main"]: app},
+        }
         if cfg["debug"]:
             self.sample_heap()
             status["heap_peak"] = self.heap_peak

@@ -17,6 +17,7 @@ import gc
 import os
 import socket
 import sys
+
 import huddle_http
 from huddle_os import join, log, ticks_ms
 

@@ -12,12 +12,30 @@
 # the `ca` file.
 
 REQUIRED = ("device", "manifest", "dir", "minimum", "maximum", "main")
-OPTIONAL = {"mqtt": None, "key": None, "health": None, "timeout": 10.0,
-            "heartbeat": 60.0, "debug": False, "ca": None, "branch": None,
-            "sync_deadline": 600.0}
-HEALTH = {"type": "none", "host": "127.0.0.1", "port": None, "path": "/", "status": "200-399",
-          "send": None, "expect": None, "interval": 10.0, "timeout": 3.0, "retries": 3,
-          "grace": 10.0}
+OPTIONAL = {
+    "mqtt": None,
+    "key": None,
+    "health": None,
+    "timeout": 10.0,
+    "heartbeat": 60.0,
+    "debug": False,
+    "ca": None,
+    "branch": None,
+    "sync_deadline": 600.0,
+}
+HEALTH = {
+    "type": "none",
+    "host": "127.0.0.1",
+    "port": None,
+    "path": "/",
+    "status": "200-399",
+    "send": None,
+    "expect": None,
+    "interval": 10.0,
+    "timeout": 3.0,
+    "retries": 3,
+    "grace": 10.0,
+}
 
 
 class ConfigError(Exception):
@@ -54,7 +72,7 @@ def parse_url(url):
     tls = url.startswith("mqtts://")
     if not tls and not url.startswith("mqtt://"):
         raise ValueError("another scheme")
-    rest = url[8 if tls else 7:]
+    rest = url[8 if tls else 7 :]
     if rest.endswith("/"):
         rest = rest[:-1]
     cred = [None, None]
@@ -73,11 +91,11 @@ def parse_url(url):
                 cred[i] = out.decode()
             except ValueError:  # (UnicodeError) its message would show bytes of a secret
                 raise ValueError("user or password is not UTF-8")
-        rest = rest[at + 1:]
+        rest = rest[at + 1 :]
     port = 8883 if tls else 1883
     i = rest.rfind(":")
     if i > rest.rfind("]"):  # a port, not a colon inside an [IPv6] literal
-        rest, port = rest[:i], rest[i + 1:]
+        rest, port = rest[:i], rest[i + 1 :]
         port = int(port) if port.isdigit() else 0
     host = rest[1:-1] if rest[:1] == "[" else rest
     if not host or not 0 < port < 65536 or [c for c in "/?#@[] " if c in host]:
@@ -107,8 +125,11 @@ def _check_health(h, bad):
             bad.append(("health." + k, "must be a number > 0"))
     if not _number(out["grace"]) or out["grace"] < 0:
         bad.append(("health.grace", "must be a number >= 0"))
-    if not isinstance(out["retries"], int) or isinstance(out["retries"], bool) \
-            or out["retries"] < 1:
+    if (
+        not isinstance(out["retries"], int)
+        or isinstance(out["retries"], bool)
+        or out["retries"] < 1
+    ):
         bad.append(("health.retries", "must be an integer >= 1"))
     for k in ("host", "path"):
         if not isinstance(out[k], str) or not out[k]:
@@ -147,16 +168,22 @@ def check(raw):
     if isinstance(m, str) and m and not _name_ok(m):
         bad.append(("main", "must be a module name (letters, digits, _)"))
     u = cfg.get("manifest")
-    if "manifest" in raw and (not isinstance(u, str) or
-                              not (u.startswith("http://") or u.startswith("https://"))):
+    if "manifest" in raw and (
+        not isinstance(u, str) or not (u.startswith("http://") or u.startswith("https://"))
+    ):
         bad.append(("manifest", "must be an http:// or https:// URL"))
     u = cfg["mqtt"]
     if u is not None:
         try:
             cfg["mqtt"] = parse_url(u)
         except (ValueError, AttributeError) as e:  # AttributeError: not a string
-            bad.append(("mqtt", "must be an mqtt:// or mqtts:// URL (%s)"
-                        % (e if isinstance(u, str) else "not a string")))
+            bad.append(
+                (
+                    "mqtt",
+                    "must be an mqtt:// or mqtts:// URL (%s)"
+                    % (e if isinstance(u, str) else "not a string"),
+                )
+            )
     for k in ("key", "ca", "branch"):  # ca: a file's path, which huddle_start reads
         if cfg[k] is not None and (not isinstance(cfg[k], str) or not cfg[k]):
             bad.append((k, "must be a non-empty string"))
@@ -194,6 +221,7 @@ def boot(argv):
 
 def load(path):
     import json
+
     try:
         with open(path) as f:
             raw = json.load(f)

@@ -2,8 +2,10 @@
 # TLS "not yet" errors (huddle_http). Only CPython imports this module: on a board these
 # functions would be compiled, and kept, for nothing.
 import time
+
 try:
     from ssl import SSLWantReadError, SSLWantWriteError
+
     SSL_WANT = (SSLWantReadError, SSLWantWriteError)
 except ImportError:  # MicroPython, where nothing imports this module (it stays importable)
     SSL_WANT = ()

@@ -12,9 +12,10 @@
 # itself is huddle_probe's, compiled at boot only when the config has one (main.py).
 import asyncio
 from random import random
-from huddle_os import ticks_ms, ticks_diff, log
-from huddle_store import back, swap, ban, save
+
 from huddle_app import launch, stop
+from huddle_os import log, ticks_diff, ticks_ms
+from huddle_store import back, ban, save, swap
 
 
 async def supervise(a):
@@ -32,6 +33,7 @@ async def supervise(a):
         if why is None and kind != "none" and age >= h["grace"]:
             t = a.started_ms
             from huddle_probe import probe  # loaded at boot (main.py): a lookup, no compile
+
             why = await probe(h)
             if a.started_ms != t:  # the app was replaced (an install) or restarted meanwhile:
                 continue  # this result and age were the old one's
@@ -52,8 +54,10 @@ async def supervise(a):
             # restarts (with backoff) before it counts against a version
             memory = why[:11] == "MemoryError" and a.crashes < 3
             if s["suspect"] and not memory:
-                log("%s fails as well: the environment, not %s; running it again"
-                    % (a.commit, s["suspect"]))
+                log(
+                    "%s fails as well: the environment, not %s; running it again"
+                    % (a.commit, s["suspect"])
+                )
                 s["suspect"] = None
                 swap(a)
                 a.no_fallback = True

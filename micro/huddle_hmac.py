@@ -22,7 +22,8 @@ def verify(mac, sig):
     mac[1].update(mac[0].digest())
     good = hexlify(mac[1].digest())
     diff = len(good) != len(sig)
-    for x, y in zip(good, sig):  # no early exit at the first difference
+    # no early exit at the first difference (MicroPython's zip has no `strict`)
+    for x, y in zip(good, sig):  # noqa: B905
         diff |= x ^ y
     if diff:
         raise ValueError("manifest hmac does not match")

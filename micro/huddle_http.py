@@ -13,14 +13,17 @@
 # chunked. The MQTT client (huddle_mqtt) runs on `Response` too.
 import socket
 from asyncio import sleep
-from errno import EAGAIN, EINPROGRESS, ETIMEDOUT, ECONNRESET, ECONNABORTED
-from huddle_os import ticks_ms, ticks_add, ticks_diff
+from errno import EAGAIN, ECONNABORTED, ECONNRESET, EINPROGRESS, ETIMEDOUT
+
+from huddle_os import ticks_add, ticks_diff, ticks_ms
 
 try:
     from micropython import const
+
     _WANT = ()  # MicroPython's TLS sockets say "not yet" with EAGAIN
 except ImportError:  # CPython: its TLS sockets raise these instead
-    from huddle_cpy import const, SSL_WANT as _WANT
+    from huddle_cpy import SSL_WANT as _WANT
+    from huddle_cpy import const
 
 MAX_LINE = const(1024)
 MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off
@@ -67,8 +70,7 @@ class Response:
                     s = self.sock = ctx.wrap_socket(s, server_hostname=host)
                 except ValueError as e:  # MicroPython's way of rejecting a certificate
                     # (on one line: mbedtls's messages hold line breaks)
-                    raise OSError(ECONNABORTED, "TLS handshake failed: " + " ".join(
-                        str(e).split()))
+                    raise OSError(ECONNABORTED, "TLS handshake failed: " + " ".join(str(e).split()))
             s.setblocking(False)
             if not ctx:
                 try:
@@ -91,8 +93,12 @@ class Response:
             if self.until is not None and ticks_diff(self.until, self.end) < 0:
                 self.end = self.until
         elif self.end is not None and ticks_diff(self.end, ticks_ms()) < 0:
-            raise OSError(ETIMEDOUT, "past the sync deadline" if self.end == self.until
-                          else "too slow (below %d B/s)" % MIN_RATE)
+            raise OSError(
+                ETIMEDOUT,
+                "past the sync deadline"
+                if self.end == self.until
+                else "too slow (below %d B/s)" % MIN_RATE,
+            )
 
     async def step(self, f, x, wait=True):
         # f(x) on the non-blocking socket, retried until it does something (its result), for
@@ -121,7 +127,7 @@ class Response:
             if i > MAX_LINE or (i < 0 and len(p) > MAX_LINE):
                 raise OSError("line longer than %d bytes" % MAX_LINE)
             if i >= 0:
-                self.pending = p[i + 1:]
+                self.pending = p[i + 1 :]
                 return p[:i]
             if not await self.more():
                 if p:
@@ -152,7 +158,7 @@ class Response:
         # all of data; even b"" waits for the connect (and shows a refused one)
         mv = memoryview(data)
         while True:
-            mv = mv[await self.step(self.send_some, mv):]
+            mv = mv[await self.step(self.send_some, mv) :]
             if not mv:
                 return
 
@@ -168,22 +174,25 @@ async def get(url, timeout_s, ca=None, until=None):
     # TLS context of the config's `ca` file for https (None: huddle_tls's default); `until`:
     # the ticks_ms deadline of the whole sync this request is part of
     https = url.startswith("https://")
-    rest = url[8 if https else 7:]
+    rest = url[8 if https else 7 :]
     i = rest.find("/")
     host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
     port = 443 if https else 80
     i = host.rfind(":")
     if i >= 0:
-        host, port = host[:i], int(host[i + 1:])
+        host, port = host[:i], int(host[i + 1 :])
     ctx = None
     if https:
         from huddle_tls import context
+
         ctx = context(ca)
     resp = Response(host, port, timeout_s, ctx, until)
     try:
         resp.due(0)  # the request and its headers within the timeout, however they trickle
-        await resp.send(b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
-                        b"Connection: close\r\n\r\n" % (path.encode(), host.encode()))
+        await resp.send(
+            b"GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: huddle-micro\r\n"
+            b"Connection: close\r\n\r\n" % (path.encode(), host.encode())
+        )
         line = await resp.readline() or b""
         if line[:5] != b"HTTP/" or line[8:9] != b" ":
             raise OSError("not an HTTP response from %s:%d" % (host, port))
@@ -197,7 +206,7 @@ async def get(url, timeout_s, ca=None, until=None):
                 return resp
             i = line.find(b":")
             if line[:i].strip().lower() == b"content-length":
-                resp.length = int(line[i + 1:])
+                resp.length = int(line[i + 1 :])
         raise OSError("too many header lines")
     except BaseException:
         resp.close()

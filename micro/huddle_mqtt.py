@@ -13,8 +13,9 @@
 # broker URLs are parsed by huddle_config at boot.
 # Memory: one module, one class, few names; TLS, sockets and timeouts are huddle_http's.
 from errno import ECONNREFUSED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
+
 from huddle_http import Response
-from huddle_os import ticks_ms, ticks_diff
+from huddle_os import ticks_diff, ticks_ms
 
 try:
     from micropython import const
@@ -36,8 +37,17 @@ class MQTTClient:
     conn = will = ping_at = None
     pid = sent = 0
 
-    def __init__(self, client_id, host, port=1883, user=None, password=None,
-                 keepalive=60, ssl=False, timeout_s=5):
+    def __init__(
+        self,
+        client_id,
+        host,
+        port=1883,
+        user=None,
+        password=None,
+        keepalive=60,
+        ssl=False,
+        timeout_s=5,
+    ):
         # ssl: False, True (a default context) or a context object (one that verifies)
         self.client_id, self.host, self.port = client_id, host, port
         self.user, self.password, self.keepalive = user, password, keepalive
@@ -55,6 +65,7 @@ class MQTTClient:
         ctx = None
         if self.ssl:
             from huddle_tls import context
+
             ctx = context(None if self.ssl is True else self.ssl)
         c = self.conn = Response(self.host, self.port, self.timeout_s, ctx)
         try:
@@ -88,8 +99,11 @@ class MQTTClient:
         self.ready()
         try:
             self.pid = pid = self.pid % 0xFFFF + 1
-            await self.send(0x30 | qos << 1 | (1 if retain else 0),
-                            topic + (bytes((pid >> 8, pid & 0xFF)) if qos else b""), msg)
+            await self.send(
+                0x30 | qos << 1 | (1 if retain else 0),
+                topic + (bytes((pid >> 8, pid & 0xFF)) if qos else b""),
+                msg,
+            )
             if qos:
                 await self.ack(0x40, pid)
         except BaseException:
@@ -123,8 +137,10 @@ class MQTTClient:
                         raise OSError(ECONNRESET, "MQTT closed by the broker")
                 c.due(0)
                 await self.recv()
-            if self.ping_at is not None and \
-                    ticks_diff(ticks_ms(), self.ping_at) > self.timeout_s * 1000:
+            if (
+                self.ping_at is not None
+                and ticks_diff(ticks_ms(), self.ping_at) > self.timeout_s * 1000
+            ):
                 raise OSError(ETIMEDOUT, "MQTT PINGRESP timed out")
         except BaseException:
             self.close()

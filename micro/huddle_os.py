@@ -8,10 +8,12 @@
 # own `config.py` or `http.py` can never shadow the agent's.
 import json
 import os
+
+# the clock, for the other modules (imported from here, so they read the same on both)
 try:
-    from time import ticks_ms, ticks_diff, ticks_add
+    from time import ticks_add, ticks_diff, ticks_ms  # noqa: F401
 except ImportError:  # CPython
-    from huddle_cpy import ticks_ms, ticks_diff, ticks_add
+    from huddle_cpy import ticks_add, ticks_diff, ticks_ms  # noqa: F401
 
 
 def log(msg):
@@ -37,7 +39,7 @@ def isdir(path):
 
 def makedirs(path):
     if path and not isdir(path):
-        makedirs(path[:path.rfind("/")] if "/" in path else "")
+        makedirs(path[: path.rfind("/")] if "/" in path else "")
         os.mkdir(path)
 
 
@@ -60,7 +62,7 @@ def write_json(path, obj):
             os.fsync(f.fileno())
     os.rename(tmp, path)
     if hasattr(os, "O_RDONLY"):  # CPython: make the rename durable
-        fd = os.open(path[:path.rfind("/")] or "/", os.O_RDONLY)
+        fd = os.open(path[: path.rfind("/")] or "/", os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

@@ -13,10 +13,12 @@ import asyncio
 import gc
 import time
 from random import uniform
-from huddle_os import join, log, ticks_ms, ticks_add
+
+from huddle_os import join, log, ticks_add, ticks_ms
+from huddle_stage import stage
 from huddle_store import switch
 from huddle_sync import head, manifest
-from huddle_stage import stage
+
 try:  # imported at boot: later the app's directory is on the path, and may hold a machine.py
     from machine import reset
 except ImportError:  # unix port, CPython: versions are swapped in-process
@@ -35,8 +37,7 @@ async def cycle(a):
             if commit == a.commit:
                 return "current"
             if commit in a.state["bad"]:
-                log("%s is marked bad; staying on %s"
-                    % (commit, a.commit))
+                log("%s is marked bad; staying on %s" % (commit, a.commit))
                 return "bad"
             tmp = join(a.root, ".manifest.tmp")
             branch, seq, total = await manifest(resp, cfg["key"], commit, tmp)
@@ -65,14 +66,14 @@ def check(a, branch, seq):
     if want and branch != want:
         raise ValueError("manifest is for branch %s, not %s" % (branch, want))
     if last is not None and (seq is None or seq <= last):
-        raise ValueError("manifest seq %s is not above the installed %d (a replay?)"
-                         % (seq, last))
+        raise ValueError("manifest seq %s is not above the installed %d (a replay?)" % (seq, last))
 
 
 async def poll(a):
     # huddle_app is loaded at boot only for the long-running agent (--once runs no app); this
     # finds it in sys.modules (a name the app's directory cannot shadow: huddle_ is ours)
     from huddle_app import launch, stop
+
     cfg = a.cfg
     fails = delay = 0
     while True:
@@ -80,8 +81,9 @@ async def poll(a):
         # nothing is installed while a version is on trial or its fallback is being judged
         result = "trial" if a.trial or a.state["suspect"] else await cycle(a)
         fails = fails + 1 if result == "failed" else 0
-        delay = min(uniform(cfg["minimum"], cfg["maximum"]) * 2 ** min(fails, 8),
-                    16 * cfg["maximum"])
+        delay = min(
+            uniform(cfg["minimum"], cfg["maximum"]) * 2 ** min(fails, 8), 16 * cfg["maximum"]
+        )
         if result == "installed":
             if reset:
                 log("resetting into " + a.active)

@@ -2,7 +2,7 @@
 # must be accepted, or a TCP connect that sends `send` and expects `expect` in the reply.
 # A module of its own so that a device without a check (health type "none") never compiles
 # nor keeps it: main.py loads it at boot only when the config has a check.
-from huddle_http import get, Response
+from huddle_http import Response, get
 
 
 async def probe(h):

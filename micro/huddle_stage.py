@@ -9,8 +9,9 @@
 import os
 from binascii import hexlify
 from hashlib import sha256
-from huddle_http import get, chunk
-from huddle_os import join, stat, makedirs, remove
+
+from huddle_http import chunk, get
+from huddle_os import join, makedirs, remove, stat
 
 
 async def stage(a, listing, total, until):
@@ -26,7 +27,7 @@ async def stage(a, listing, total, until):
     makedirs(top)
     running = join(root, a.active) if a.active else None
     blobs = a.cfg["manifest"]
-    blobs = blobs[:blobs.rfind("/") + 1] + "blobs/"
+    blobs = blobs[: blobs.rfind("/") + 1] + "blobs/"
     got = copied = 0
     buf = chunk()
     mv = memoryview(buf)
@@ -40,11 +41,11 @@ async def stage(a, listing, total, until):
             sha = line[5:69]
             rest = line[70:-1].decode()  # "SIZE PATH"
             i = rest.find(" ")
-            size, rel = int(rest[:i]), rest[i + 1:]
+            size, rel = int(rest[:i]), rest[i + 1 :]
             dest = join(top, rel)
             if stat(dest):
                 raise OSError("manifest lists %s twice" % rel)
-            makedirs(dest[:dest.rfind("/")])
+            makedirs(dest[: dest.rfind("/")])
             old = join(running, rel) if running else None
             s = stat(old) if old else None
             if s and s[6] == size:  # maybe unchanged: copy it, hashing on the way
@@ -73,8 +74,7 @@ async def fetch(a, url, dest, size, sha, until):
         if resp.status != 200:
             raise OSError("HTTP %d for %s" % (resp.status, url))
         if resp.length is not None and resp.length != size:
-            raise OSError("%s: size %d, manifest says %d"
-                          % (url, resp.length, size))
+            raise OSError("%s: size %d, manifest says %d" % (url, resp.length, size))
         resp.due(size)
         h = sha256()
         mv = memoryview(chunk())

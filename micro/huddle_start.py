@@ -1,7 +1,7 @@
 # What the agent starts from, read once at boot: main.py compiles this module after the config
 # checker, calls `boot` and forgets it. The pointer and the state on flash (their layout is
 # huddle_store's), which agent modules to compile, and the TLS context of the config's `ca`.
-from huddle_os import join, isdir, makedirs
+from huddle_os import isdir, join, makedirs
 
 
 def boot(b):
@@ -11,6 +11,7 @@ def boot(b):
     cfg, once, path = b
     if cfg["dir"][0] != "/":  # the app runs in its own directory (huddle_app.launch)
         import os
+
         cfg["dir"] = os.getcwd().rstrip("/") + "/" + cfg["dir"]
     names = modules(cfg, once)
     if cfg["ca"]:  # a config error when nothing would verify with it, or it is unusable
@@ -32,14 +33,18 @@ def mqtt(cfg):
     # arguments, status topic, offline status (the last will), "connected" log line, reconnect
     # cap in seconds)
     import json
+
     host, port, user, password, tls = cfg["mqtt"]  # parsed by huddle_config
     k = int(cfg["heartbeat"] * 2) + 10  # keepalive
     d = cfg["device"]
     ssl = tls and (cfg["ca"] or True)  # True: huddle_tls's default context
-    return (("huddle-" + d, host, port, user, password, k, ssl, min(cfg["timeout"], 5)),
-            "huddle/%s/status" % d, json.dumps({"device": d, "state": "offline"}),
-            "mqtt: connected to %s:%d" % (host, port),
-            max(5, k // 2))  # reconnect about once per heartbeat: a late status is a stale one
+    return (
+        ("huddle-" + d, host, port, user, password, k, ssl, min(cfg["timeout"], 5)),
+        "huddle/%s/status" % d,
+        json.dumps({"device": d, "state": "offline"}),
+        "mqtt: connected to %s:%d" % (host, port),
+        max(5, k // 2),
+    )  # reconnect about once per heartbeat: a late status is a stale one
 
 
 def tls_context(path):
@@ -47,6 +52,7 @@ def tls_context(path):
     # against them (and their names: huddle_http passes server_hostname); ValueError (the
     # reason) when the file cannot be read or holds no usable certificate
     import ssl
+
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -56,6 +62,7 @@ def tls_context(path):
     try:
         if b"-----BEGIN" in data:  # PEM: the base64 between each BEGIN/END CERTIFICATE pair
             from binascii import a2b_base64
+
             ders, b64 = [], None
             for line in data.split(b"\n"):
                 line = line.strip()
@@ -82,6 +89,7 @@ def tls_context(path):
 def read_json(path):
     # the parsed file, or None when it is absent or torn (callers treat both as "no data")
     import json
+
     try:
         with open(path) as f:
             return json.load(f)
@@ -95,11 +103,18 @@ def start(root):
     makedirs(root)
     commit = active = None
     p = read_json(join(root, "huddle.json"))
-    if isinstance(p, dict) and isinstance(p.get("active"), str) \
-            and isdir(join(root, p["active"])):
+    if isinstance(p, dict) and isinstance(p.get("active"), str) and isdir(join(root, p["active"])):
         commit, active = p.get("commit"), p["active"]
-    state = {"previous": None, "previous_commit": None, "good": None, "bad": [], "suspect": None,
-             "last_deploy": None, "branch": None, "seq": None}
+    state = {
+        "previous": None,
+        "previous_commit": None,
+        "good": None,
+        "bad": [],
+        "suspect": None,
+        "last_deploy": None,
+        "branch": None,
+        "seq": None,
+    }
     s = read_json(join(root, "state.json"))
     if isinstance(s, dict):
         state.update(s)

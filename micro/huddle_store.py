@@ -17,7 +17,8 @@
 # every `v-*` directory other than the active and the previous one, and never touches names it
 # does not own.
 import os
-from huddle_os import join, log, write_json, remove
+
+from huddle_os import join, log, remove, write_json
 
 
 def cleanup(a):

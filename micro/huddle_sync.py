@@ -9,7 +9,7 @@
 # over every byte before the `hmac` line as it goes, and the lines are copied to a file on flash
 # for huddle_stage. An unverified "same commit" stops at `head` and can only make the device do
 # nothing; anything that would be installed is verified first.
-from huddle_http import get, MAX_MANIFEST
+from huddle_http import MAX_MANIFEST, get
 
 HEX = b"0123456789abcdef"
 
@@ -42,6 +42,7 @@ async def manifest(resp, key, commit, dest):
     mac = None
     if key:  # huddle_hmac is compiled at boot when the config has a key
         from huddle_hmac import begin, verify
+
         mac = begin(key)
     line = b"huddle-manifest 1\ncommit " + commit.encode() + b"\n"
     branch = seq = sig = None
@@ -57,8 +58,7 @@ async def manifest(resp, key, commit, dest):
             n += 1
             size += len(line) + 1
             if size > MAX_MANIFEST or n > 2004:
-                raise ValueError("manifest too long (over %d B or 2000 files)"
-                                 % MAX_MANIFEST)
+                raise ValueError("manifest too long (over %d B or 2000 files)" % MAX_MANIFEST)
             if sig is not None:
                 raise ValueError("data after the hmac line")
             if line[:5] == b"hmac ":
@@ -75,17 +75,26 @@ async def manifest(resp, key, commit, dest):
                 seq = int(line[4:])
             else:
                 fields = line.split(b" ", 3)  # file SHA256 SIZE PATH
-                if len(fields) != 4 or fields[0] != b"file" or len(fields[1]) != 64 \
-                        or fields[1].strip(HEX) or not fields[2].isdigit():
+                if (
+                    len(fields) != 4
+                    or fields[0] != b"file"
+                    or len(fields[1]) != 64
+                    or fields[1].strip(HEX)
+                    or not fields[2].isdigit()
+                ):
                     raise ValueError("bad file record %r" % line[:80])
                 total += int(fields[2])
                 try:
                     path = fields[3].decode()
                 except UnicodeError:
                     raise ValueError("file name is not UTF-8")
-                if not path or path[0] == "/" or "\\" in path or \
-                        [c for c in path if c < " "] or \
-                        [s for s in path.split("/") if s in ("", ".", "..")]:
+                if (
+                    not path
+                    or path[0] == "/"
+                    or "\\" in path
+                    or [c for c in path if c < " "]
+                    or [s for s in path.split("/") if s in ("", ".", "..")]
+                ):
                     raise ValueError("unsafe path %r" % path)
             line += b"\n"
     if n < 3:

@@ -11,8 +11,10 @@
 # every other module is compiled once and kept. This file holds as little as it can: it stays
 # in RAM for the whole run.
 import sys
+
 try:  # no line numbers in the bytecode: about 1 KB less code resident (tracebacks lose lines)
     import micropython
+
     micropython.opt_level(3)
 except ImportError:  # CPython
     pass
@@ -23,6 +25,7 @@ sys.path[:] = [sys.path[0], ".frozen"] + [p for p in sys.path[1:] if p != ".froz
 
 def main(argv):
     import gc
+
     boot = argv
     # boot-only steps, each compiled, run and forgotten in turn: the options and the config
     # (-> (cfg, once), or 2 when it is invalid, every problem shown), then what is on flash and
@@ -42,21 +45,26 @@ def main(argv):
         gc.collect()
     del names, name
     import asyncio
+
     if hasattr(asyncio, "core"):  # MicroPython: a fresh loop, without what a failed run left
         asyncio.new_event_loop()
     from huddle_agent import Agent
+
     agent = Agent(cfg, *start)
     del start
     if once:
         from huddle_poll import cycle
+
         return {"current": 0, "installed": 0, "bad": 3}.get(asyncio.run(cycle(agent)), 1)
-    from huddle_poll import poll
     from huddle_health import supervise
+    from huddle_poll import poll
+
     asyncio.run(agent.run(poll, supervise))
 
 
 def forever(argv):
     import time
+
     fails = 0
     while True:
         try:
@@ -71,6 +79,7 @@ def forever(argv):
             print("huddle: MemoryError: starting again (%d)" % fails)
             if fails >= 3:
                 from machine import reset
+
                 reset()  # a board starts clean
         except (ImportError, MemoryError):  # no machine.reset (unix port, CPython)
             pass

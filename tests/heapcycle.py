@@ -11,6 +11,7 @@ the agent ever ran out of memory on the way (it logs a MemoryError it survived a
 allocation failed"), whether it exited, what state.json calls bad, and the live heap peak the
 agent sampled (config `debug`). Deadlines are liveness bounds, not timings.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,12 +56,19 @@ class Cycle:
 
 
 def out_of_memory(text: str) -> list[str]:
-    return [ln for ln in text.splitlines()
-            if "MemoryError" in ln or "memory allocation failed" in ln]
+    return [
+        ln for ln in text.splitlines() if "MemoryError" in ln or "memory allocation failed" in ln
+    ]
 
 
-def run_cycle(work: Path, broker, heap: str, device: str = "heap",
-              runtime: str = "micropython32", agent: Path = MICRO) -> Cycle:
+def run_cycle(
+    work: Path,
+    broker,
+    heap: str,
+    device: str = "heap",
+    runtime: str = "micropython32",
+    agent: Path = MICRO,
+) -> Cycle:
     """`agent`: micro/ (from source) or a microutil.compile_agent() directory."""
     work.mkdir(parents=True, exist_ok=True)
     repo = Repo(work / "repo")
@@ -74,10 +82,21 @@ def run_cycle(work: Path, broker, heap: str, device: str = "heap",
     sub.on_message = lambda c, u, m: msgs.put(json.loads(m.payload))
     sub.connect(broker.host, broker.port)
     sub.loop_start()
-    cfg = write_config(work / "device.json", device=device, manifest=server.url,
-                       dir=str(work / "device"), minimum=0.3, maximum=0.6, main="app",
-                       timeout=5, mqtt=broker.url, heartbeat=0.5, debug=True, key=KEY,
-                       health={"type": "none", "grace": 0.3, "interval": 0.3})
+    cfg = write_config(
+        work / "device.json",
+        device=device,
+        manifest=server.url,
+        dir=str(work / "device"),
+        minimum=0.3,
+        maximum=0.6,
+        main="app",
+        timeout=5,
+        mqtt=broker.url,
+        heartbeat=0.5,
+        debug=True,
+        key=KEY,
+        health={"type": "none", "grace": 0.3, "interval": 0.3},
+    )
     log = work / "agent.log"
     proc = start_micro(runtime, cfg, log=log, heap=heap, agent=agent)
     c2, peak = None, None
@@ -99,8 +118,9 @@ def run_cycle(work: Path, broker, heap: str, device: str = "heap",
     try:
         completed = False
         if beats(c1, 2):
-            c2 = repo.commit({"app.py": APP.replace(b"0.2", b"0.3"),
-                              "data/blob.bin": os.urandom(150 * 1024)})
+            c2 = repo.commit(
+                {"app.py": APP.replace(b"0.2", b"0.3"), "data/blob.bin": os.urandom(150 * 1024)}
+            )
             publish(repo, out, key=KEY)
             completed = beats(c2, 3)
     finally:

@@ -11,6 +11,7 @@
   `mpy-cross -march=x86` as `huddle flash` compiles it: `compile_agent`) or on CPython. A
   missing PyPI port raises, so tests fail; a missing 32-bit port skips with where to get it.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -27,18 +28,31 @@ MICRO = ROOT / "micro"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 # a static 32-bit unix port (its README: source commit, flags), for heap figures that match
 # 32-bit boards; beside the repository, or where HUDDLE_MICROPYTHON32 says
-MICROPYTHON32 = Path(os.environ.get("HUDDLE_MICROPYTHON32")
-                     or ROOT.parent / "shared" / "micropython32" / "micropython")
+MICROPYTHON32 = Path(
+    os.environ.get("HUDDLE_MICROPYTHON32")
+    or ROOT.parent / "shared" / "micropython32" / "micropython"
+)
 MPY_OPT = 3  # huddle flash's default optimisation level (boards/*.json may say otherwise)
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+}
 
 
 def git(repo: Path, *args: str, input: bytes | None = None) -> bytes:
     env = dict(os.environ, **GIT_ENV)
-    return subprocess.run(["git", "-C", str(repo), *args], input=input, env=env, check=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args],
+        input=input,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    ).stdout
 
 
 class Repo:
@@ -58,8 +72,9 @@ class Repo:
         env_index = {"GIT_INDEX_FILE": str(index)}
         for name, data in sorted(files.items()):
             oid = git(self.path, "hash-object", "-w", "--stdin", input=data).decode().strip()
-            _git_env(self.path, env_index, "update-index", "--add", "--cacheinfo",
-                     f"100644,{oid},{name}")
+            _git_env(
+                self.path, env_index, "update-index", "--add", "--cacheinfo", f"100644,{oid},{name}"
+            )
         tree = _git_env(self.path, env_index, "write-tree").decode().strip()
         return self._commit_tree(tree, message)
 
@@ -90,19 +105,39 @@ class Repo:
 
 def _git_env(repo: Path, extra: dict, *args: str) -> bytes:
     env = dict(os.environ, **GIT_ENV, **extra)
-    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    ).stdout
 
 
 def publish(repo: Repo, out: Path, key: str | None = None) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "huddle", "publish", str(repo.path), "--branch", repo.branch,
-            "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "huddle",
+        "publish",
+        str(repo.path),
+        "--branch",
+        repo.branch,
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ)
     env.pop("HUDDLE_KEY", None)
     if key is not None:
         argv += ["--key", key]
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=60, env=env, cwd=str(ROOT))
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=str(ROOT),
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -220,9 +255,12 @@ def need_micropython32() -> Path:
     """The 32-bit port, or a pytest skip that says where to get it."""
     if not os.access(MICROPYTHON32, os.X_OK):
         import pytest
-        pytest.skip(f"{MICROPYTHON32} is missing: the static 32-bit MicroPython unix port "
-                    "(see ../shared/micropython32/README.md for its source and build flags; "
-                    "or set HUDDLE_MICROPYTHON32 to it)")
+
+        pytest.skip(
+            f"{MICROPYTHON32} is missing: the static 32-bit MicroPython unix port "
+            "(see ../shared/micropython32/README.md for its source and build flags; "
+            "or set HUDDLE_MICROPYTHON32 to it)"
+        )
     return MICROPYTHON32
 
 
@@ -234,14 +272,29 @@ def compile_agent(dest: Path, march: str = "x86", opt: int = MPY_OPT) -> Path:
         if src.name == "main.py":
             (dest / src.name).write_bytes(src.read_bytes())
             continue
-        subprocess.run([sys.executable, "-m", "mpy_cross", f"-march={march}", f"-O{opt}",
-                        "-s", src.name, "-o", str(dest / (src.stem + ".mpy")), str(src)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mpy_cross",
+                f"-march={march}",
+                f"-O{opt}",
+                "-s",
+                src.name,
+                "-o",
+                str(dest / (src.stem + ".mpy")),
+                str(src),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     return dest
 
 
-def micro_cmd(runtime: str, config: Path, *args: str, heap: str | None = None,
-              agent: Path = MICRO) -> list:
+def micro_cmd(
+    runtime: str, config: Path, *args: str, heap: str | None = None, agent: Path = MICRO
+) -> list:
     """The documented command on `runtime` ("micropython", "micropython32" or "cpython"):
     `micropython [-X heapsize=HEAP] AGENT/main.py CONFIG ARGS`; `agent` is micro/ or a
     compile_agent() directory."""
@@ -256,22 +309,45 @@ def micro_cmd(runtime: str, config: Path, *args: str, heap: str | None = None,
     return [sys.executable, main, str(config), *args]
 
 
-def run_micro(runtime: str, config: Path, *args: str, timeout: float = 90,
-              heap: str | None = None, agent: Path = MICRO,
-              cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(micro_cmd(runtime, config, *args, heap=heap, agent=agent),
-                          env=micro_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, cwd=cwd)
+def run_micro(
+    runtime: str,
+    config: Path,
+    *args: str,
+    timeout: float = 90,
+    heap: str | None = None,
+    agent: Path = MICRO,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        micro_cmd(runtime, config, *args, heap=heap, agent=agent),
+        env=micro_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
-def start_micro(runtime: str, config: Path, *args: str, log: Path,
-                heap: str | None = None, agent: Path = MICRO,
-                cwd: Path | None = None) -> subprocess.Popen:
+def start_micro(
+    runtime: str,
+    config: Path,
+    *args: str,
+    log: Path,
+    heap: str | None = None,
+    agent: Path = MICRO,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
     out = open(log, "ab")
     try:
-        return subprocess.Popen(micro_cmd(runtime, config, *args, heap=heap, agent=agent),
-                                env=micro_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=cwd)
+        return subprocess.Popen(
+            micro_cmd(runtime, config, *args, heap=heap, agent=agent),
+            env=micro_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
     finally:
         out.close()
 
@@ -285,8 +361,9 @@ def pointer(devdir: Path) -> dict:
     return json.loads((Path(devdir) / "huddle.json").read_text())
 
 
-def wait_for(predicate, timeout: float = 60, what: str = "condition", proc=None,
-             log: Path | None = None):
+def wait_for(
+    predicate, timeout: float = 60, what: str = "condition", proc=None, log: Path | None = None
+):
     """Polls `predicate` until it returns a truthy value; fails with the log on timeout or
     when `proc` exited. A liveness bound, not a timed assertion."""
     deadline = time.monotonic() + timeout
@@ -304,5 +381,6 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition", proc=None,
 def version_files(devdir: Path) -> dict[str, bytes]:
     """{path: bytes} of the active version's tree."""
     active = Path(devdir) / pointer(devdir)["active"]
-    return {p.relative_to(active).as_posix(): p.read_bytes()
-            for p in active.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(active).as_posix(): p.read_bytes() for p in active.rglob("*") if p.is_file()
+    }

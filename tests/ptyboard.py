@@ -12,6 +12,7 @@ raw mode. The child runs with its working directory set to `fs_dir`, the board's
 (`micropython -i`), the way a board's firmware is there before anyone talks to it: a test uses
 it to play firmware we cannot run here (another .mpy version, a board that hangs).
 """
+
 from __future__ import annotations
 
 import os
@@ -64,8 +65,15 @@ class PtyBoard:
         tty.setraw(slave)  # raw, no echo: the REPL echoes by itself
         env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
         argv = [MICROPYTHON] + (["-i", str(self.firmware)] if self.firmware else [])
-        self._child = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                       cwd=self.fs_dir, env=env, start_new_session=True)
+        self._child = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=self.fs_dir,
+            env=env,
+            start_new_session=True,
+        )
         os.close(slave)
         self._child_fd = master
 

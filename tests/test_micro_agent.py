@@ -1,6 +1,7 @@
 """The long-running micro agent on the real MicroPython unix port: apps run beside the agent,
 versions switch in-process, failing versions roll back and stay banned, a newer good commit is
 installed; status, heartbeat and last will over a real Mosquitto (subscribed with paho)."""
+
 from __future__ import annotations
 
 import json
@@ -45,14 +46,15 @@ def main():
 
 
 def app(port, status=200, crash=False, raise_at_import=False, version=0):
-    src = APP.format(port=port, status=status,
-                     crash="await asyncio.sleep(0.2)\n    raise ValueError('crashed')"
-                     if crash else "pass",
-                     at_start="pass")
+    src = APP.format(
+        port=port,
+        status=status,
+        crash="await asyncio.sleep(0.2)\n    raise ValueError('crashed')" if crash else "pass",
+        at_start="pass",
+    )
     if raise_at_import:
         src = "raise RuntimeError('broken at import')\n" + src
     return {"app.py": src.encode(), "VERSION": str(version).encode()}
-
 
 
 def _state(dev):
@@ -64,15 +66,33 @@ def _state(dev):
 
 def _wait_rolled_back(dev, bad, good, proc, log):
     # state.json (bad list) is written before the pointer moves back: waits for both
-    wait_for(lambda: bad in _state(dev).get("bad", []) and pointer(dev)["commit"] == good,
-             what="rollback of " + bad, proc=proc, log=log)
+    wait_for(
+        lambda: bad in _state(dev).get("bad", []) and pointer(dev)["commit"] == good,
+        what="rollback of " + bad,
+        proc=proc,
+        log=log,
+    )
 
 
 def _start(tmp_path, server, port, runtime="micropython", **extra):
-    values = dict(device="dev1", manifest=server.url, dir=str(tmp_path / "device"),
-                  minimum=0.2, maximum=0.4, main="app", timeout=2,
-                  health={"type": "http", "port": port, "path": "/health", "grace": 0.3,
-                          "interval": 0.3, "retries": 2, "timeout": 1})
+    values = dict(
+        device="dev1",
+        manifest=server.url,
+        dir=str(tmp_path / "device"),
+        minimum=0.2,
+        maximum=0.4,
+        main="app",
+        timeout=2,
+        health={
+            "type": "http",
+            "port": port,
+            "path": "/health",
+            "grace": 0.3,
+            "interval": 0.3,
+            "retries": 2,
+            "timeout": 1,
+        },
+    )
     values.update(extra)
     cfg = write_config(tmp_path / "device.json", **values)
     log = tmp_path / "agent.log"
@@ -95,16 +115,23 @@ def test_failing_versions_roll_back_and_stay_banned(tmp_path, site, runtime):
     proc, log = _start(tmp_path, server, port, runtime)
     try:
         wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
-        for bad in (app(port, raise_at_import=True, version=2), app(port, crash=True, version=3),
-                    app(port, status=500, version=4)):
+        for bad in (
+            app(port, raise_at_import=True, version=2),
+            app(port, crash=True, version=3),
+            app(port, status=500, version=4),
+        ):
             cbad = repo.commit(bad)
             publish(repo, out)
             _wait_rolled_back(dev, cbad, c1, proc, log)
             assert _state(dev)["good"] == c1
             # the bad commit is still published: several more polls never reinstall it
             seen = server.requests.count("/manifest.txt")
-            wait_for(lambda: server.requests.count("/manifest.txt") >= seen + 3,
-                     what="more polls", proc=proc, log=log)
+            wait_for(
+                lambda seen=seen: server.requests.count("/manifest.txt") >= seen + 3,
+                what="more polls",
+                proc=proc,
+                log=log,
+            )
             assert pointer(dev)["commit"] == c1
             assert log.read_text().count("installed " + cbad) == 1
         c5 = repo.commit(app(port, version=5))
@@ -123,7 +150,8 @@ class Subscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("huddle/+/status", qos=1)
         self.client.on_message = lambda c, u, m: self.messages.put(
-            (m.topic, json.loads(m.payload), m.retain))
+            (m.topic, json.loads(m.payload), m.retain)
+        )
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
@@ -147,18 +175,28 @@ def test_status_heartbeat_and_last_will(tmp_path, site, broker):
     c1 = repo.commit(app(port, version=1))
     publish(repo, out)
     sub = Subscriber(broker)
-    proc, log = _start(tmp_path, server, port, mqtt=broker.url.replace("://", "://u:secret@"),
-                       heartbeat=0.5)
+    proc, log = _start(
+        tmp_path, server, port, mqtt=broker.url.replace("://", "://u:secret@"), heartbeat=0.5
+    )
     try:
+
         def healthy(p):
             a = p.get("apps", {}).get("app", {})
             return a.get("commit") == c1 and a.get("healthy") is True
+
         topic, status, retain = sub.next(healthy, "healthy v1")
         assert topic == "huddle/dev1/status"
         assert set(status) == {"device", "state", "ts", "uptime", "version", "apps"}
         assert status["device"] == "dev1" and status["state"] == "online"
-        assert set(status["apps"]["app"]) == {"commit", "branch", "running", "healthy",
-                                              "restarts", "last_deploy", "last_error"}
+        assert set(status["apps"]["app"]) == {
+            "commit",
+            "branch",
+            "running",
+            "healthy",
+            "restarts",
+            "last_deploy",
+            "last_error",
+        }
         assert status["apps"]["app"]["branch"] == "main"
         assert status["apps"]["app"]["running"] is True
         beats = [sub.next(healthy, "heartbeat")[1] for _ in range(3)]
@@ -182,16 +220,22 @@ def test_broker_down_never_stops_updates(tmp_path, site, broker):
     publish(repo, out)
     proc, log = _start(tmp_path, server, port, mqtt=broker.url, heartbeat=0.5)
     try:
-        wait_for(lambda: _state(dev).get("good") == c1, what="v1 good while the broker is down",
-                 proc=proc, log=log)
+        wait_for(
+            lambda: _state(dev).get("good") == c1,
+            what="v1 good while the broker is down",
+            proc=proc,
+            log=log,
+        )
         c2 = repo.commit(app(port, version=2))
         publish(repo, out)
         wait_for(lambda: _state(dev).get("good") == c2, what="v2 good", proc=proc, log=log)
         broker.start()
         sub = Subscriber(broker)
         try:
-            sub.next(lambda p: p.get("apps", {}).get("app", {}).get("commit") == c2,
-                     "status after the broker came back")
+            sub.next(
+                lambda p: p.get("apps", {}).get("app", {}).get("commit") == c2,
+                "status after the broker came back",
+            )
         finally:
             sub.close()
     finally:
@@ -217,8 +261,14 @@ def test_a_version_out_of_memory_at_start_is_retried_then_rolled_back(tmp_path, 
         text = log.read_text()
         assert text.count("starting app from v-" + c2[:12]) == 4, text
         assert text.count("rolling back " + c2) == 1
-        wait_for(lambda: _state(dev).get("good") == c1 and "starting app from v-" + c1[:12]
-                 in log.read_text().split("rolling back")[-1], what="v1 again", proc=proc,
-                 log=log)
+        wait_for(
+            lambda: (
+                _state(dev).get("good") == c1
+                and "starting app from v-" + c1[:12] in log.read_text().split("rolling back")[-1]
+            ),
+            what="v1 again",
+            proc=proc,
+            log=log,
+        )
     finally:
         _stop(proc)

@@ -3,6 +3,7 @@ says so; a real HTTP server on loopback, a real Mosquitto): an app's own modules
 loaded module of the same name, a server socket an app leaks never blocks the next version,
 a version is banned only when its fallback then runs healthily (never dark), the documented
 command runs from any directory, and a starved agent never exits."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,17 @@ import signal
 
 import pytest
 
+from tests.microutil import (
+    MICRO,
+    compile_agent,
+    pointer,
+    publish,
+    run_micro,
+    start_micro,
+    wait_for,
+    write_config,
+)
 from tests.mosquitto import free_port
-from tests.microutil import (MICRO, compile_agent, pointer, publish, run_micro, start_micro,
-                             wait_for, write_config)
 from tests.test_micro_agent import Subscriber
 
 SERVER_APP = """import asyncio
@@ -62,10 +71,25 @@ def _state(dev):
 def _start(tmp_path, server, runtime="micropython", port=None, **extra):
     health = {"type": "none", "grace": 0.3, "interval": 0.3}
     if port:
-        health = {"type": "http", "port": port, "path": "/", "grace": 0.3, "interval": 0.3,
-                  "retries": 2, "timeout": 1}
-    values = dict(device="dev1", manifest=server.url, dir=str(tmp_path / "device"),
-                  minimum=0.2, maximum=0.4, main="app", timeout=2, health=health)
+        health = {
+            "type": "http",
+            "port": port,
+            "path": "/",
+            "grace": 0.3,
+            "interval": 0.3,
+            "retries": 2,
+            "timeout": 1,
+        }
+    values = dict(
+        device="dev1",
+        manifest=server.url,
+        dir=str(tmp_path / "device"),
+        minimum=0.2,
+        maximum=0.4,
+        main="app",
+        timeout=2,
+        health=health,
+    )
     values.update(extra)
     cfg = write_config(tmp_path / "device.json", **values)
     log = tmp_path / "agent.log"
@@ -88,12 +112,17 @@ def test_an_app_gets_its_own_modules_whatever_their_names(tmp_path, site, broker
     own = b"WHO = 'app'\n"
 
     def version(n):
-        return {"mqtt.py": own, "random.py": own, "helper.py": b"N = %d\n" % n,
-                "app.py": b"import asyncio, mqtt, random, helper\n"
-                          b"assert mqtt.WHO == random.WHO == 'app', (mqtt, random)\n"
-                          b"assert helper.N == %d, helper.N\n"
-                          b"async def run():\n    while True:\n        await asyncio.sleep(1)\n"
-                          b"def main():\n    return run()\n" % n}
+        return {
+            "mqtt.py": own,
+            "random.py": own,
+            "helper.py": b"N = %d\n" % n,
+            "app.py": b"import asyncio, mqtt, random, helper\n"
+            b"assert mqtt.WHO == random.WHO == 'app', (mqtt, random)\n"
+            b"assert helper.N == %d, helper.N\n"
+            b"async def run():\n    while True:\n        await asyncio.sleep(1)\n"
+            b"def main():\n    return run()\n" % n,
+        }
+
     c1 = repo.commit(version(1))
     publish(repo, out)
     sub = Subscriber(broker)
@@ -103,8 +132,12 @@ def test_an_app_gets_its_own_modules_whatever_their_names(tmp_path, site, broker
         c2 = repo.commit(version(2))
         publish(repo, out)
         wait_for(lambda: _state(dev).get("good") == c2, what="v2 good", proc=proc, log=log)
-        sub.next(lambda p: p.get("apps", {}).get("app", {}).get("commit") == c2
-                 and p["apps"]["app"]["running"], "status of v2 running")
+        sub.next(
+            lambda p: (
+                p.get("apps", {}).get("app", {}).get("commit") == c2 and p["apps"]["app"]["running"]
+            ),
+            "status of v2 running",
+        )
         assert _state(dev)["bad"] == [], log.read_text()
     finally:
         _stop(proc)
@@ -125,8 +158,9 @@ def test_a_leaked_server_socket_never_blocks_the_next_version(tmp_path, site):
         for n in (2, 3):
             cn = repo.commit(server_app(port, n))
             publish(repo, out)
-            wait_for(lambda: _state(dev).get("good") == cn, what=f"v{n} good", proc=proc,
-                     log=log)
+            wait_for(
+                lambda cn=cn: _state(dev).get("good") == cn, what=f"v{n} good", proc=proc, log=log
+            )
         assert _state(dev)["bad"] == []
         assert "EADDRINUSE" not in log.read_text() and "rolling back" not in log.read_text()
     finally:
@@ -149,16 +183,20 @@ def test_a_version_is_banned_only_when_its_fallback_runs(tmp_path, site):
     try:
         wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
         env.unlink()
-        wait_for(lambda: "restarting app" in log.read_text(), what="v1 failing", proc=proc,
-                 log=log)
+        wait_for(lambda: "restarting app" in log.read_text(), what="v1 failing", proc=proc, log=log)
         c2 = repo.commit(server_app(port, 2, check))
         publish(repo, out)
-        wait_for(lambda: "fails as well" in log.read_text(), what="the fallback failing too",
-                 proc=proc, log=log)
+        wait_for(
+            lambda: "fails as well" in log.read_text(),
+            what="the fallback failing too",
+            proc=proc,
+            log=log,
+        )
         assert _state(dev)["bad"] == []
         env.write_text("ok")
-        wait_for(lambda: _state(dev).get("good") == c2, what="v2 good", proc=proc, log=log,
-                 timeout=120)
+        wait_for(
+            lambda: _state(dev).get("good") == c2, what="v2 good", proc=proc, log=log, timeout=120
+        )
         assert _state(dev)["bad"] == [] and pointer(dev)["commit"] == c2
     finally:
         _stop(proc)
@@ -171,8 +209,12 @@ def test_a_failing_first_version_is_restarted_not_banned(tmp_path, site):
     publish(repo, out)
     proc, log = _start(tmp_path, server)
     try:
-        wait_for(lambda: log.read_text().count("starting app from") >= 3,
-                 what="restarts of v1", proc=proc, log=log)
+        wait_for(
+            lambda: log.read_text().count("starting app from") >= 3,
+            what="restarts of v1",
+            proc=proc,
+            log=log,
+        )
         assert proc.poll() is None
         assert _state(dev).get("bad", []) == [] and pointer(dev)["commit"] == c1
     finally:
@@ -186,10 +228,16 @@ def test_the_documented_command_runs_from_any_directory(tmp_path, site, runtime)
     repo, out, server = site
     c1 = repo.commit({"app.py": b"def main():\n    return None\n"})
     publish(repo, out)
-    cfg = write_config(tmp_path / "device.json", device="d", manifest=server.url,
-                       dir=str(tmp_path / "device"), minimum=1, maximum=2, main="app")
-    rel = run_micro(runtime, cfg, "--once", agent=MICRO.relative_to(MICRO.parent),
-                    cwd=MICRO.parent)
+    cfg = write_config(
+        tmp_path / "device.json",
+        device="d",
+        manifest=server.url,
+        dir=str(tmp_path / "device"),
+        minimum=1,
+        maximum=2,
+        main="app",
+    )
+    rel = run_micro(runtime, cfg, "--once", agent=MICRO.relative_to(MICRO.parent), cwd=MICRO.parent)
     assert rel.returncode == 0, rel.stdout
     assert pointer(tmp_path / "device")["commit"] == c1
     again = run_micro(runtime, cfg, "--once", cwd=tmp_path)
@@ -204,15 +252,32 @@ def test_a_starved_agent_never_exits(tmp_path, site, broker, heap):
     repo.commit({"app.py": b"def main():\n    return None\n", "big.bin": os.urandom(64 * 1024)})
     publish(repo, out, key="k")
     agent = compile_agent(tmp_path / "agent")
-    values = dict(device="starved", manifest=server.url, dir=str(tmp_path / "device"),
-                  minimum=0.2, maximum=0.4, main="app", timeout=2, key="k",
-                  mqtt=broker.url, heartbeat=0.5)
+    values = dict(
+        device="starved",
+        manifest=server.url,
+        dir=str(tmp_path / "device"),
+        minimum=0.2,
+        maximum=0.4,
+        main="app",
+        timeout=2,
+        key="k",
+        mqtt=broker.url,
+        heartbeat=0.5,
+    )
     cfg = write_config(tmp_path / "device.json", **values)
     log = tmp_path / "agent.log"
     proc = start_micro("micropython32", cfg, log=log, heap=heap, agent=agent)
     try:
-        wait_for(lambda: log.read_text().count("MemoryError") + log.read_text().count(
-            "memory allocation failed") >= 3, what="three MemoryErrors", proc=proc, log=log)
+        wait_for(
+            lambda: (
+                log.read_text().count("MemoryError")
+                + log.read_text().count("memory allocation failed")
+                >= 3
+            ),
+            what="three MemoryErrors",
+            proc=proc,
+            log=log,
+        )
         assert proc.poll() is None, log.read_text()[-2000:]
         assert "Traceback" not in log.read_text()
     finally:

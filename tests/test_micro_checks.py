@@ -15,6 +15,7 @@ port (and CPython where it says so), against real servers on loopback.
   it. A `ca` that is not a non-empty string, unreadable, not a certificate, or set without
   any TLS to verify is a config error (exit 2, one `FILE: ca: reason` line).
 """
+
 from __future__ import annotations
 
 import socket
@@ -24,6 +25,7 @@ import sys
 
 import pytest
 
+from tests import test_micro_mqtt
 from tests.microutil import (
     ManifestServer,
     Repo,
@@ -35,8 +37,10 @@ from tests.microutil import (
 )
 from tests.mosquitto import free_port
 from tests.test_micro_agent import _start, _state, _stop, _wait_rolled_back
-from tests.test_micro_mqtt import Watcher, tls_broker  # noqa: F401  (a fixture)
+from tests.test_micro_mqtt import Watcher
 from tests.test_micro_sync import V1, V2, _assert_still_v1, _config, _install_v1
+
+tls_broker = test_micro_mqtt.tls_broker  # a fixture of that module, used here too
 
 # an app whose main() returns a coroutine serving a line protocol on {port}: each connection
 # sends a line, and {handle} (the rest of `handle`, indented) answers it; the same code on
@@ -94,8 +98,16 @@ def line_app(port: int, reply: bytes | None) -> dict:
 
 
 def socket_check(port: int, **changes) -> dict:
-    check = {"type": "socket", "port": port, "send": "ping\n", "expect": "pong", "grace": 0.3,
-             "interval": 1, "retries": 2, "timeout": 1}
+    check = {
+        "type": "socket",
+        "port": port,
+        "send": "ping\n",
+        "expect": "pong",
+        "grace": 0.3,
+        "interval": 1,
+        "retries": 2,
+        "timeout": 1,
+    }
     return dict(check, **changes)
 
 
@@ -127,8 +139,9 @@ def _serve_tls(tmp_path, cert, key):
     out = tmp_path / "pub"
     server = ManifestServer(out)
     # the handshake happens in each request's thread, so a client that fails it blocks nothing
-    server.httpd.socket = ctx.wrap_socket(server.httpd.socket, server_side=True,
-                                          do_handshake_on_connect=False)
+    server.httpd.socket = ctx.wrap_socket(
+        server.httpd.socket, server_side=True, do_handshake_on_connect=False
+    )
     default_error = server.httpd.handle_error
 
     def handle_error(request, client_address):  # a refused handshake is what some tests want
@@ -145,9 +158,24 @@ def self_signed(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1 and its key, made once per module (RSA key
     generation is most of these tests' setup time; the files are only read)."""
     d = tmp_path_factory.mktemp("self-signed")
-    _openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
-             "-out", "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1")
+    _openssl(
+        d,
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+    )
     return d / "cert.pem", d / "key.pem"
 
 
@@ -166,15 +194,56 @@ def pki(tmp_path_factory):
     bundle.pem (other.pem then ca.pem), server.pem/server.key (127.0.0.1, signed by ca.pem)."""
     d = tmp_path_factory.mktemp("pki")
     for name in ("ca", "other"):
-        _openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key",
-                 "-out", name + ".pem", "-days", "2", "-subj", "/CN=huddle test " + name)
+        _openssl(
+            d,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            name + ".key",
+            "-out",
+            name + ".pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=huddle test " + name,
+        )
     _openssl(d, "x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der")
     (d / "bundle.pem").write_text((d / "other.pem").read_text() + (d / "ca.pem").read_text())
-    _openssl(d, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-             "server.csr", "-subj", "/CN=127.0.0.1")
+    _openssl(
+        d,
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
     (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl(d, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext")
+    _openssl(
+        d,
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    )
     return d
 
 
@@ -187,8 +256,7 @@ def ca_site(tmp_path, pki):
     site[2].stop()
 
 
-@pytest.mark.parametrize("v2_reply,reason", [(b"nope\n", "'pong' not received"),
-                                             (None, "refused")])
+@pytest.mark.parametrize("v2_reply,reason", [(b"nope\n", "'pong' not received"), (None, "refused")])
 @pytest.mark.parametrize("runtime", ["micropython", "cpython"])
 def test_socket_check_keeps_the_answering_version(tmp_path, site, runtime, v2_reply, reason):
     repo, out, server = site
@@ -209,15 +277,17 @@ def test_socket_check_keeps_the_answering_version(tmp_path, site, runtime, v2_re
         why = [ln for ln in text.splitlines() if ln.startswith("huddle: rolling back " + c2)]
         assert len(why) == 1 and ": health: " in why[0] and reason in why[0].lower(), text
         # v1 runs again and answers
-        wait_for(lambda: ask(port, b"ping\n") == b"pong\n", what="v1 serving again",
-                 proc=proc, log=log)
+        wait_for(
+            lambda: ask(port, b"ping\n") == b"pong\n", what="v1 serving again", proc=proc, log=log
+        )
     finally:
         _stop(proc)
 
 
 @pytest.mark.parametrize("runtime", ["micropython", "cpython"])
 def test_a_version_no_check_passed_for_is_rolled_back_at_the_end_of_its_trial(
-        tmp_path, site, runtime):
+    tmp_path, site, runtime
+):
     # each check waits out its 1 s timeout, longer than the interval: the trial window (grace
     # + retries x interval) ends before `retries` failures are counted, and a version whose
     # last check failed must not become good then (it did, before)
@@ -278,8 +348,9 @@ def test_cpython_refuses_a_self_signed_manifest_server(tmp_path, tls_site):
     assert server.requests == []  # not even the manifest was asked for
 
 
-@pytest.mark.parametrize("publish_key,reason", [(None, "not signed"),
-                                                ("other", "hmac does not match")])
+@pytest.mark.parametrize(
+    "publish_key,reason", [(None, "not signed"), ("other", "hmac does not match")]
+)
 def test_key_guards_unverified_https(tmp_path, tls_site, publish_key, reason):
     repo, out, server, url = tls_site
     c1, cfg = _install_v1(tmp_path, (repo, out, server), manifest=url, key="k1")
@@ -313,40 +384,51 @@ def test_ca_refuses_a_server_it_does_not_vouch_for(tmp_path, ca_site, runtime, c
     repo, out, server, url, pki = ca_site
     c1 = repo.commit(V1)
     publish(repo, out)
-    assert run_micro(runtime, _config(tmp_path, server, manifest=url,
-                                      ca=str(pki / "ca.pem")), "--once").returncode == 0
+    assert (
+        run_micro(
+            runtime, _config(tmp_path, server, manifest=url, ca=str(pki / "ca.pem")), "--once"
+        ).returncode
+        == 0
+    )
     repo.commit(V2)
     publish(repo, out)
     server.requests.clear()
     if case == "another CA":
         cfg = _config(tmp_path, server, manifest=url, ca=str(pki / "other.pem"))
     else:  # localhost is 127.0.0.1, but the certificate is for IP:127.0.0.1 only
-        cfg = _config(tmp_path, server, manifest=url.replace("127.0.0.1", "localhost"),
-                      ca=str(pki / "ca.pem"))
+        cfg = _config(
+            tmp_path, server, manifest=url.replace("127.0.0.1", "localhost"), ca=str(pki / "ca.pem")
+        )
     refused = run_micro(runtime, cfg, "--once")
     reason = {"micropython": "TLS handshake failed", "cpython": "CERTIFICATE_VERIFY_FAILED"}
     _assert_still_v1(tmp_path, c1, refused, reason[runtime])
-    why = {"another CA": ("not correctly signed", "unable to get local issuer"),
-           "another name": ("Common Name", "Hostname mismatch")}[case]
+    why = {
+        "another CA": ("not correctly signed", "unable to get local issuer"),
+        "another name": ("Common Name", "Hostname mismatch"),
+    }[case]
     assert why[runtime == "cpython"] in refused.stdout
     assert "Traceback" not in refused.stdout
     assert server.requests == []  # not even the manifest was asked for
 
 
-@pytest.mark.parametrize("value,reason", [
-    (5, "ca: must be a non-empty string"),
-    ("", "ca: must be a non-empty string"),
-    (["ca.pem"], "ca: must be a non-empty string"),
-    ("missing.pem", "ca: cannot read"),
-    ("garbage.pem", "ca: {pki}/garbage.pem: not a PEM or DER CA certificate"),
-    ("empty.pem", "ca: {pki}/empty.pem: not a PEM or DER CA certificate"),
-    ("ca.pem+http", "ca: needs an https:// manifest or an mqtts:// broker"),
-])
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        (5, "ca: must be a non-empty string"),
+        ("", "ca: must be a non-empty string"),
+        (["ca.pem"], "ca: must be a non-empty string"),
+        ("missing.pem", "ca: cannot read"),
+        ("garbage.pem", "ca: {pki}/garbage.pem: not a PEM or DER CA certificate"),
+        ("empty.pem", "ca: {pki}/empty.pem: not a PEM or DER CA certificate"),
+        ("ca.pem+http", "ca: needs an https:// manifest or an mqtts:// broker"),
+    ],
+)
 @pytest.mark.parametrize("runtime", ["micropython", "cpython"])
 def test_a_bad_ca_is_a_config_error(tmp_path, ca_site, runtime, value, reason):
     repo, out, server, url, pki = ca_site
-    (pki / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
-                                     "-----END CERTIFICATE-----\n")
+    (pki / "garbage.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+    )
     (pki / "empty.pem").write_text("")
     manifest = url
     if value == "ca.pem+http":
@@ -375,22 +457,53 @@ def test_ca_verifies_the_mqtts_broker(tmp_path, site, tls_broker, runtime, trust
     publish(repo, out)
     if trusted == "another CA":
         ca = str(tmp_path / "other.pem")
-        _openssl(tmp_path, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                 "other.key", "-out", ca, "-days", "2", "-subj", "/CN=huddle test other")
+        _openssl(
+            tmp_path,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=huddle test other",
+        )
     watcher = Watcher(broker, "huddle/dev1/status", ca=tls_broker[1])
-    proc, log = _start(tmp_path, server, free_port(), runtime, health={"type": "none"},
-                       mqtt=f"mqtts://localhost:{broker.port}", ca=ca, heartbeat=1)
+    proc, log = _start(
+        tmp_path,
+        server,
+        free_port(),
+        runtime,
+        health={"type": "none"},
+        mqtt=f"mqtts://localhost:{broker.port}",
+        ca=ca,
+        heartbeat=1,
+    )
     try:
         if trusted == "another CA":
-            reason = "TLS handshake failed" if runtime == "micropython" else \
-                "CERTIFICATE_VERIFY_FAILED"
-            wait_for(lambda: log.read_text().count(reason) >= 2, what="two refused connects",
-                     proc=proc, log=log)
+            reason = (
+                "TLS handshake failed" if runtime == "micropython" else "CERTIFICATE_VERIFY_FAILED"
+            )
+            wait_for(
+                lambda: log.read_text().count(reason) >= 2,
+                what="two refused connects",
+                proc=proc,
+                log=log,
+            )
             assert "mqtt: connected" not in log.read_text()
             assert watcher.quiet(1)
         else:
-            wait_for(lambda: "mqtt: connected to localhost:" in log.read_text(),
-                     what="mqtts connect", proc=proc, log=log)
+            wait_for(
+                lambda: "mqtt: connected to localhost:" in log.read_text(),
+                what="mqtts connect",
+                proc=proc,
+                log=log,
+            )
             payload, _ = watcher.get(10)
             assert b'"device": "dev1"' in payload and b'"state": "offline"' not in payload
     finally:

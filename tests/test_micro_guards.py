@@ -2,6 +2,7 @@
 real MicroPython unix port and CPython, a real HTTP server on loopback): it is not older than
 what the device installed (a replayed signed manifest is no downgrade), it is for the
 configured branch, and a whole sync ends by its deadline however slowly the server trickles."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,16 @@ KEY = "guard-key"
 
 
 def _config(tmp_path, server, **extra):
-    values = dict(device="dev1", manifest=server.url, dir=str(tmp_path / "device"),
-                  minimum=0.2, maximum=0.4, main="app", timeout=2, key=KEY)
+    values = dict(
+        device="dev1",
+        manifest=server.url,
+        dir=str(tmp_path / "device"),
+        minimum=0.2,
+        maximum=0.4,
+        main="app",
+        timeout=2,
+        key=KEY,
+    )
     values.update(extra)
     return write_config(tmp_path / "device.json", **values)
 
@@ -106,8 +115,7 @@ def test_a_trickling_server_is_cut_off_at_the_sync_deadline(tmp_path, site, runt
 
 def test_sync_deadline_and_branch_are_checked_config_keys(tmp_path, site):
     repo, out, server = site
-    bad = run_micro("micropython", _config(tmp_path, server, branch="", sync_deadline=0),
-                    "--once")
+    bad = run_micro("micropython", _config(tmp_path, server, branch="", sync_deadline=0), "--once")
     assert bad.returncode == 2
     assert "branch: must be a non-empty string" in bad.stdout
     assert "sync_deadline: must be a number > 0" in bad.stdout

@@ -12,6 +12,7 @@ How often a run meets no MemoryError at all, per heap size, is the benchmark's
 (`bench/bench_micro_heap.py`, figures in docs/micro.md), not a test's. That a heap too small
 for any of it never makes the agent exit is tests/test_micro_apps.py's starved-agent test.
 """
+
 from __future__ import annotations
 
 from tests.heapcycle import run_cycle
@@ -30,5 +31,7 @@ def test_full_cycle_on_a_32bit_port_from_mpy(tmp_path, broker, capsys):
     assert cycle.bad == [], f"a good commit was banned: {cycle.bad}\n{tail}"
     assert "Traceback" not in cycle.log, tail
     with capsys.disabled():
-        print(f"\n{HEAP} cycle (32-bit, .mpy): heap peak {cycle.heap_peak} B; MemoryErrors "
-              f"survived: {len(cycle.out_of_memory)}")
+        print(
+            f"\n{HEAP} cycle (32-bit, .mpy): heap peak {cycle.heap_peak} B; MemoryErrors "
+            f"survived: {len(cycle.out_of_memory)}"
+        )

@@ -7,6 +7,7 @@ what the broker saw. Hostile peers (a server that accepts and never answers, one
 the CONNACK) are tiny socket servers in a thread. Exact wire bytes, framing edge cases and URL
 parsing are checked on CPython with a fake socket, as umqtt's tests do.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +40,7 @@ import huddle_config  # noqa: E402  (micro/ on the path first)
 import huddle_http  # noqa: E402
 import huddle_mqtt as mqtt  # noqa: E402
 
-DRIVER = r'''
+DRIVER = r"""
 import sys, time, asyncio
 from huddle_mqtt import MQTTClient
 from huddle_config import parse_url
@@ -119,7 +120,7 @@ async def main():
             say("closed", e.errno)
 
 asyncio.run(main())
-'''
+"""
 
 
 @pytest.fixture
@@ -198,8 +199,9 @@ def test_retained_status_and_clean_disconnect(runtime, broker, driver):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_last_will_fires_after_sigkill(runtime, broker, driver):
     argv, env = command(runtime, driver, "hold", broker.url, "dev2")
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         proc.send_signal(signal.SIGKILL)
@@ -236,8 +238,14 @@ def test_poll_keeps_the_connection_alive(runtime, broker, driver):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_dead_broker_is_an_oserror_within_the_timeout(runtime, broker, driver):
     argv, env = command(runtime, driver, "dead", broker.url, "dev4")
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         broker.kill()
@@ -312,18 +320,61 @@ def tls_broker(tmp_path):
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "2", "-subj", "/CN=huddle test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=localhost")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=huddle test CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    )
     (d / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    )
     for f in d.iterdir():
         os.chmod(f, 0o644)
-    b = Broker(tmp_path / "broker", tls={"cafile": str(d / "ca.crt"),
-                                          "certfile": str(d / "server.crt"),
-                                          "keyfile": str(d / "server.key")}).start()
+    b = Broker(
+        tmp_path / "broker",
+        tls={
+            "cafile": str(d / "ca.crt"),
+            "certfile": str(d / "server.crt"),
+            "keyfile": str(d / "server.key"),
+        },
+    ).start()
     yield b, str(d / "ca.crt")
     b.kill()
     shutil.rmtree(d)
@@ -341,7 +392,7 @@ def test_tls_with_a_private_ca(runtime, tls_broker, driver):
         later.close()
 
 
-HEAP_PROBE = r'''
+HEAP_PROBE = r"""
 import gc, sys
 import asyncio, huddle_http  # the agent's HTTP layer, which the client runs on, is loaded anyway
 huddle_http.chunk()  # and so is its one read buffer
@@ -366,7 +417,7 @@ async def main():
 
 free2 = asyncio.run(main())
 print(free0, free0 - free1, free1 - free2)
-'''
+"""
 
 
 def test_heap_cost_on_the_unix_port(broker, tmp_path, capsys):
@@ -377,12 +428,15 @@ def test_heap_cost_on_the_unix_port(broker, tmp_path, capsys):
     assert out.returncode == 0, out.stderr  # imports from source and runs in a 48 KB heap
     free0, imported, connected = map(int, out.stdout.split())
     with capsys.disabled():
-        print(f"\nmqtt heap (48K, from source): free {free0}, import {imported} B, "
-              f"client+connect+publish {connected} B")
+        print(
+            f"\nmqtt heap (48K, from source): free {free0}, import {imported} B, "
+            f"client+connect+publish {connected} B"
+        )
     assert imported < 6 * 1024 and connected < 2 * 1024
 
 
 # -- wire bytes on CPython, with a fake socket --------------------------------------------------
+
 
 class FakeSocket:
     """Enough of a non-blocking CPython socket: `inbound` is what the broker says, `sent` what
@@ -402,7 +456,7 @@ class FakeSocket:
         data = self.inbound.read(len(mv))
         if not data:
             raise BlockingIOError(11, "would block")
-        mv[:len(data)] = data
+        mv[: len(data)] = data
         return len(data)
 
     def send(self, data):
@@ -441,8 +495,9 @@ def test_connect_bytes_with_will_user_and_password(monkeypatch):
     c, sock = fake_client(monkeypatch, user="u", password="p", keepalive=300)
     c.set_last_will("w/t", b"bye", retain=True, qos=1)
     assert do(c.connect()) is False
-    assert bytes(sock.sent) == (b"\x10\x1f\x00\x04MQTT\x04\xee\x01\x2c\x00\x03cid"
-                                b"\x00\x03w/t\x00\x03bye\x00\x01u\x00\x01p")
+    assert bytes(sock.sent) == (
+        b"\x10\x1f\x00\x04MQTT\x04\xee\x01\x2c\x00\x03cid\x00\x03w/t\x00\x03bye\x00\x01u\x00\x01p"
+    )
 
 
 def test_publish_framing_and_remaining_length(monkeypatch):
@@ -527,20 +582,34 @@ def test_unanswered_ping_is_a_dead_connection(monkeypatch):
     assert e.value.errno == 110
 
 
-@pytest.mark.parametrize("url, parsed", [
-    ("mqtt://broker", ("broker", 1883, None, None, False)),
-    ("mqtts://broker", ("broker", 8883, None, None, True)),
-    ("mqtt://u:p%40ss:w@10.0.0.1:1884/", ("10.0.0.1", 1884, "u", "p@ss:w", False)),
-    ("mqtt://user@h:1", ("h", 1, "user", None, False)),
-    ("mqtts://[::1]:8884", ("::1", 8884, None, None, True)),
-    ("mqtt://[fe80::1]", ("fe80::1", 1883, None, None, False)),
-])
+@pytest.mark.parametrize(
+    "url, parsed",
+    [
+        ("mqtt://broker", ("broker", 1883, None, None, False)),
+        ("mqtts://broker", ("broker", 8883, None, None, True)),
+        ("mqtt://u:p%40ss:w@10.0.0.1:1884/", ("10.0.0.1", 1884, "u", "p@ss:w", False)),
+        ("mqtt://user@h:1", ("h", 1, "user", None, False)),
+        ("mqtts://[::1]:8884", ("::1", 8884, None, None, True)),
+        ("mqtt://[fe80::1]", ("fe80::1", 1883, None, None, False)),
+    ],
+)
 def test_parse_url(url, parsed):
     assert huddle_config.parse_url(url) == parsed
 
 
-@pytest.mark.parametrize("url", ["http://h", "mqtt://", "mqtt://h:0", "mqtt://h:99999",
-                                 "mqtt://h:x", "mqtt://h/path", "mqtt://u:p%zz@h", "h:1883"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h",
+        "mqtt://",
+        "mqtt://h:0",
+        "mqtt://h:99999",
+        "mqtt://h:x",
+        "mqtt://h/path",
+        "mqtt://u:p%zz@h",
+        "h:1883",
+    ],
+)
 def test_parse_url_rejects_junk(url):
     with pytest.raises(ValueError):
         huddle_config.parse_url(url)
@@ -548,11 +617,13 @@ def test_parse_url_rejects_junk(url):
 
 def test_parse_url_on_micropython(tmp_path):
     probe = tmp_path / "url.py"
-    probe.write_text("from huddle_config import parse_url\n"
-                     "print(parse_url('mqtts://u:p%40ss@[::1]:8884/'))\n"
-                     "for bad in ('http://h', 'mqtt://h:x', 'mqtt://h/p'):\n"
-                     "    try:\n        parse_url(bad)\n        print('accepted', bad)\n"
-                     "    except ValueError:\n        pass\n")
+    probe.write_text(
+        "from huddle_config import parse_url\n"
+        "print(parse_url('mqtts://u:p%40ss@[::1]:8884/'))\n"
+        "for bad in ('http://h', 'mqtt://h:x', 'mqtt://h/p'):\n"
+        "    try:\n        parse_url(bad)\n        print('accepted', bad)\n"
+        "    except ValueError:\n        pass\n"
+    )
     argv, env = command("micropython", probe)
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=20)
     assert out.stdout.strip() == "('::1', 8884, 'u', 'p@ss', True)", out.stderr

@@ -1,6 +1,7 @@
 """The micro agent's sync cycle (`main.py CONFIG --once`) on the real MicroPython unix port
 (and CPython where it says so), against a real HTTP server on loopback: installs, updates,
 every hostile input, exit codes, and kill -9 in the middle of an update."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,16 +21,30 @@ from tests.microutil import (
     write_config,
 )
 
-V1 = {"app.py": b"def main():\n    return None\n", "lib/data.bin": bytes(range(256)) * 40,
-      "keep.txt": b"unchanged\n", "dir with space/n.txt": b"spaces\n"}
-V2 = {"app.py": b"def main():\n    return 2\n", "lib/data.bin": bytes(range(256)) * 40,
-      "keep.txt": b"unchanged\n", "new/added.py": b"ADDED = True\n"}  # n.txt deleted
-
+V1 = {
+    "app.py": b"def main():\n    return None\n",
+    "lib/data.bin": bytes(range(256)) * 40,
+    "keep.txt": b"unchanged\n",
+    "dir with space/n.txt": b"spaces\n",
+}
+V2 = {
+    "app.py": b"def main():\n    return 2\n",
+    "lib/data.bin": bytes(range(256)) * 40,
+    "keep.txt": b"unchanged\n",
+    "new/added.py": b"ADDED = True\n",
+}  # n.txt deleted
 
 
 def _config(tmp_path, server, **extra):
-    values = dict(device="dev1", manifest=server.url, dir=str(tmp_path / "device"),
-                  minimum=0.2, maximum=0.4, main="app", timeout=2)
+    values = dict(
+        device="dev1",
+        manifest=server.url,
+        dir=str(tmp_path / "device"),
+        minimum=0.2,
+        maximum=0.4,
+        main="app",
+        timeout=2,
+    )
     values.update(extra)
     return write_config(tmp_path / "device.json", **values)
 
@@ -57,14 +72,16 @@ def test_install_then_update_adds_changes_deletes(tmp_path, site, runtime):
     assert version_files(dev) == V2
     blobs = [p for p in server.requests if "/blobs/" in p]
     # unchanged files are copied from the running version: only changed ones are fetched
-    assert sorted(blobs) == sorted("/blobs/" + hashlib.sha256(V2[p]).hexdigest()
-                                   for p in ("app.py", "new/added.py"))
+    assert sorted(blobs) == sorted(
+        "/blobs/" + hashlib.sha256(V2[p]).hexdigest() for p in ("app.py", "new/added.py")
+    )
     assert (dev / ("v-" + c1[:12])).is_dir()  # the previous version stays for rollback
     c3 = repo.commit({"app.py": b"def main():\n    return 3\n"})
     publish(repo, out)
     assert run_micro(runtime, cfg, "--once").returncode == 0
-    assert sorted(n for n in os.listdir(dev) if n.startswith("v-")) == \
-        sorted(["v-" + c2[:12], "v-" + c3[:12]])  # older than the previous: deleted
+    assert sorted(n for n in os.listdir(dev) if n.startswith("v-")) == sorted(
+        ["v-" + c2[:12], "v-" + c3[:12]]
+    )  # older than the previous: deleted
     assert not _leftovers(dev)
 
 
@@ -111,25 +128,32 @@ def _tamper(out, server, name, data):
     server.overrides["/blobs/" + sha] = data
 
 
-@pytest.mark.parametrize("case,reason", [
-    ("bad-hash", "SHA-256 mismatch"),
-    ("wrong-size", "manifest says"),
-    ("truncated", "truncated"),
-    ("http-500", "HTTP 500"),
-    ("dotdot", "unsafe path"),
-    ("endless", "too long"),
-    ("endless-line", "line longer than"),
-    ("slow", "no data for"),
-    ("not-a-manifest", "not a huddle manifest"),
-    ("no-hmac", "not signed"),
-    ("wrong-hmac", "hmac does not match"),
-])
+@pytest.mark.parametrize(
+    "case,reason",
+    [
+        ("bad-hash", "SHA-256 mismatch"),
+        ("wrong-size", "manifest says"),
+        ("truncated", "truncated"),
+        ("http-500", "HTTP 500"),
+        ("dotdot", "unsafe path"),
+        ("endless", "too long"),
+        ("endless-line", "line longer than"),
+        ("slow", "no data for"),
+        ("not-a-manifest", "not a huddle manifest"),
+        ("no-hmac", "not signed"),
+        ("wrong-hmac", "hmac does not match"),
+    ],
+)
 def test_hostile_input_leaves_the_old_version(tmp_path, site, case, reason):
     repo, out, server = site
     keyed = case in ("no-hmac", "wrong-hmac")
     c1, cfg = _install_v1(tmp_path, site, **({"key": "k1"} if keyed else {}))
     repo.commit(V2)
-    publish(repo, out, key={"no-hmac": None, "wrong-hmac": "other"}.get(case, None if not keyed else "k1"))
+    publish(
+        repo,
+        out,
+        key={"no-hmac": None, "wrong-hmac": "other"}.get(case, None if not keyed else "k1"),
+    )
     if case == "bad-hash":
         _tamper(out, server, "app.py", b"X" * len(V2["app.py"]))
     elif case == "wrong-size":
@@ -154,8 +178,15 @@ def test_hostile_input_leaves_the_old_version(tmp_path, site, case, reason):
         repo.commit(dict(V2, **{"big.bin": os.urandom(5000)}))
         publish(repo, out)
     elif case == "endless-line":
-        server.overrides["/manifest.txt"] = b"huddle-manifest 1\ncommit " + b"1" * 40 + \
-            b"\nbranch main\nfile " + b"2" * 64 + b" 1 " + b"x" * 100000 + b"\n"
+        server.overrides["/manifest.txt"] = (
+            b"huddle-manifest 1\ncommit "
+            + b"1" * 40
+            + b"\nbranch main\nfile "
+            + b"2" * 64
+            + b" 1 "
+            + b"x" * 100000
+            + b"\n"
+        )
     elif case == "not-a-manifest":
         server.overrides["/manifest.txt"] = b"<html>hello</html>\n"
     proc = run_micro("micropython", cfg, "--once")
@@ -173,25 +204,34 @@ def test_unreachable_server_fails_with_exit_1(tmp_path, site):
     assert pointer(tmp_path / "device")["commit"] == c1
 
 
-@pytest.mark.parametrize("values,problem", [
-    ({"device": "d"}, "manifest: required"),
-    ({"manifest": "ftp://x/manifest.txt"}, "manifest: must be an http"),
-    ({"minimum": 5, "maximum": 1}, "minimum: must not exceed maximum"),
-    ({"colour": "red"}, "colour: unknown key"),
-    ({"health": {"type": "http"}}, "health.port"),
-    ({"health": {"type": "socket", "port": 1, "retries": 0}}, "health.retries"),
-    ({"health": {"type": "http", "port": 80, "status": "600"}}, "health.status"),
-    ({"main": "my-app"}, "main: must be a module name"),
-    ({"mqtt": "http://x"}, "mqtt: must be an mqtt"),
-    ({"mqtt": "mqtt://h:port"}, "mqtt: must be an mqtt:// or mqtts:// URL (bad host or port)"),
-    # the reason never shows any part of a password
-    ({"mqtt": "mqtt://u:s3%zzcret@h"}, "(bad %-escape in the user or password)"),
-    ({"mqtt": "mqtt://u:s3%ffcret@h"}, "(user or password is not UTF-8)"),
-    ({"device": "a/b"}, "device: must not contain"),
-])
+@pytest.mark.parametrize(
+    "values,problem",
+    [
+        ({"device": "d"}, "manifest: required"),
+        ({"manifest": "ftp://x/manifest.txt"}, "manifest: must be an http"),
+        ({"minimum": 5, "maximum": 1}, "minimum: must not exceed maximum"),
+        ({"colour": "red"}, "colour: unknown key"),
+        ({"health": {"type": "http"}}, "health.port"),
+        ({"health": {"type": "socket", "port": 1, "retries": 0}}, "health.retries"),
+        ({"health": {"type": "http", "port": 80, "status": "600"}}, "health.status"),
+        ({"main": "my-app"}, "main: must be a module name"),
+        ({"mqtt": "http://x"}, "mqtt: must be an mqtt"),
+        ({"mqtt": "mqtt://h:port"}, "mqtt: must be an mqtt:// or mqtts:// URL (bad host or port)"),
+        # the reason never shows any part of a password
+        ({"mqtt": "mqtt://u:s3%zzcret@h"}, "(bad %-escape in the user or password)"),
+        ({"mqtt": "mqtt://u:s3%ffcret@h"}, "(user or password is not UTF-8)"),
+        ({"device": "a/b"}, "device: must not contain"),
+    ],
+)
 def test_invalid_config_exits_2_with_reasons(tmp_path, values, problem):
-    base = dict(device="d", manifest="http://127.0.0.1:9/manifest.txt", dir=str(tmp_path / "d"),
-                minimum=1, maximum=2, main="app")
+    base = dict(
+        device="d",
+        manifest="http://127.0.0.1:9/manifest.txt",
+        dir=str(tmp_path / "d"),
+        minimum=1,
+        maximum=2,
+        main="app",
+    )
     base.update(values)
     if values == {"device": "d"}:
         del base["manifest"]
@@ -199,7 +239,8 @@ def test_invalid_config_exits_2_with_reasons(tmp_path, values, problem):
     proc = run_micro("micropython", cfg, "--once")
     assert proc.returncode == 2, proc.stdout
     assert f"huddle: {cfg}: {problem}" in proc.stdout or (
-        problem.startswith("(") and problem in proc.stdout), proc.stdout
+        problem.startswith("(") and problem in proc.stdout
+    ), proc.stdout
     assert "cret" not in proc.stdout and "zz" not in proc.stdout
     assert not (tmp_path / "d").exists()
 
@@ -254,6 +295,7 @@ def test_leftovers_of_a_kill_between_staging_and_switch_are_removed(tmp_path, si
     proc = run_micro("micropython", cfg, "--once")
     assert proc.returncode == 0, proc.stdout
     assert pointer(dev)["commit"] == c1
-    assert sorted(os.listdir(dev)) == sorted(["huddle.json", "state.json", "v-" + c1[:12],
-                                              "user-notes.txt"])
+    assert sorted(os.listdir(dev)) == sorted(
+        ["huddle.json", "state.json", "v-" + c1[:12], "user-notes.txt"]
+    )
     assert json.loads((dev / "state.json").read_text())["bad"] == []
