@@ -25,7 +25,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.microutil import MICRO, ManifestServer, Repo, publish, start_micro, write_config
+from tests.microutil import MICRO, ManifestServer, Repo, device_config, publish, start_micro
 
 APP = b"""import asyncio
 
@@ -82,14 +82,12 @@ def run_cycle(
     sub.on_message = lambda c, u, m: msgs.put(json.loads(m.payload))
     sub.connect(broker.host, broker.port)
     sub.loop_start()
-    cfg = write_config(
-        work / "device.json",
+    cfg = device_config(
+        work,
+        server,
         device=device,
-        manifest=server.url,
-        dir=str(work / "device"),
         minimum=0.3,
         maximum=0.6,
-        main="app",
         timeout=5,
         mqtt=broker.url,
         heartbeat=0.5,

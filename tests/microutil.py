@@ -357,6 +357,22 @@ def write_config(path: Path, **values) -> Path:
     return path
 
 
+def device_config(tmp_path: Path, server: ManifestServer, **values) -> Path:
+    """tmp_path/device.json: a device following `server` into tmp_path/device, polling every
+    0.2-0.4 s, app module `app`; `values` add or replace keys."""
+    config = dict(
+        device="dev1",
+        manifest=server.url,
+        dir=str(tmp_path / "device"),
+        minimum=0.2,
+        maximum=0.4,
+        main="app",
+        timeout=2,
+    )
+    config.update(values)
+    return write_config(tmp_path / "device.json", **config)
+
+
 def pointer(devdir: Path) -> dict:
     return json.loads((Path(devdir) / "huddle.json").read_text())
 

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.microutil import pointer, publish, start_micro, wait_for, write_config
+from tests.microutil import device_config, pointer, publish, start_micro, wait_for
 from tests.mosquitto import free_port
 
 APP = """import asyncio
@@ -74,27 +74,21 @@ def _wait_rolled_back(dev, bad, good, proc, log):
     )
 
 
+def http_check(port, path="/health"):
+    # a quick HTTP health check: grace and interval 0.3 s, two failures in a row count
+    return {
+        "type": "http",
+        "port": port,
+        "path": path,
+        "grace": 0.3,
+        "interval": 0.3,
+        "retries": 2,
+        "timeout": 1,
+    }
+
+
 def _start(tmp_path, server, port, runtime="micropython", **extra):
-    values = dict(
-        device="dev1",
-        manifest=server.url,
-        dir=str(tmp_path / "device"),
-        minimum=0.2,
-        maximum=0.4,
-        main="app",
-        timeout=2,
-        health={
-            "type": "http",
-            "port": port,
-            "path": "/health",
-            "grace": 0.3,
-            "interval": 0.3,
-            "retries": 2,
-            "timeout": 1,
-        },
-    )
-    values.update(extra)
-    cfg = write_config(tmp_path / "device.json", **values)
+    cfg = device_config(tmp_path, server, **{"health": http_check(port), **extra})
     log = tmp_path / "agent.log"
     return start_micro(runtime, cfg, log=log), log
 

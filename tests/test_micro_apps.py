@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 import pytest
 
 from tests.microutil import (
     MICRO,
     compile_agent,
+    device_config,
     pointer,
     publish,
     run_micro,
     start_micro,
     wait_for,
-    write_config,
 )
 from tests.mosquitto import free_port
-from tests.test_micro_agent import Subscriber
+from tests.test_micro_agent import Subscriber, _stop, http_check
 
 SERVER_APP = """import asyncio
 import os
@@ -69,37 +68,10 @@ def _state(dev):
 
 
 def _start(tmp_path, server, runtime="micropython", port=None, **extra):
-    health = {"type": "none", "grace": 0.3, "interval": 0.3}
-    if port:
-        health = {
-            "type": "http",
-            "port": port,
-            "path": "/",
-            "grace": 0.3,
-            "interval": 0.3,
-            "retries": 2,
-            "timeout": 1,
-        }
-    values = dict(
-        device="dev1",
-        manifest=server.url,
-        dir=str(tmp_path / "device"),
-        minimum=0.2,
-        maximum=0.4,
-        main="app",
-        timeout=2,
-        health=health,
-    )
-    values.update(extra)
-    cfg = write_config(tmp_path / "device.json", **values)
+    health = http_check(port, "/") if port else {"type": "none", "grace": 0.3, "interval": 0.3}
+    cfg = device_config(tmp_path, server, **{"health": health, **extra})
     log = tmp_path / "agent.log"
     return start_micro(runtime, cfg, log=log, cwd=tmp_path), log
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 @pytest.mark.parametrize("runtime", ["micropython", "cpython"])
@@ -228,15 +200,7 @@ def test_the_documented_command_runs_from_any_directory(tmp_path, site, runtime)
     repo, out, server = site
     c1 = repo.commit({"app.py": b"def main():\n    return None\n"})
     publish(repo, out)
-    cfg = write_config(
-        tmp_path / "device.json",
-        device="d",
-        manifest=server.url,
-        dir=str(tmp_path / "device"),
-        minimum=1,
-        maximum=2,
-        main="app",
-    )
+    cfg = device_config(tmp_path, server, device="d", minimum=1, maximum=2)
     rel = run_micro(runtime, cfg, "--once", agent=MICRO.relative_to(MICRO.parent), cwd=MICRO.parent)
     assert rel.returncode == 0, rel.stdout
     assert pointer(tmp_path / "device")["commit"] == c1
@@ -252,19 +216,7 @@ def test_a_starved_agent_never_exits(tmp_path, site, broker, heap):
     repo.commit({"app.py": b"def main():\n    return None\n", "big.bin": os.urandom(64 * 1024)})
     publish(repo, out, key="k")
     agent = compile_agent(tmp_path / "agent")
-    values = dict(
-        device="starved",
-        manifest=server.url,
-        dir=str(tmp_path / "device"),
-        minimum=0.2,
-        maximum=0.4,
-        main="app",
-        timeout=2,
-        key="k",
-        mqtt=broker.url,
-        heartbeat=0.5,
-    )
-    cfg = write_config(tmp_path / "device.json", **values)
+    cfg = device_config(tmp_path, server, device="starved", key="k", mqtt=broker.url, heartbeat=0.5)
     log = tmp_path / "agent.log"
     proc = start_micro("micropython32", cfg, log=log, heap=heap, agent=agent)
     try:

@@ -10,24 +10,13 @@ import shutil
 
 import pytest
 
-from tests.microutil import pointer, publish, run_micro, write_config
+from tests.microutil import device_config, pointer, publish, run_micro
 
 KEY = "guard-key"
 
 
 def _config(tmp_path, server, **extra):
-    values = dict(
-        device="dev1",
-        manifest=server.url,
-        dir=str(tmp_path / "device"),
-        minimum=0.2,
-        maximum=0.4,
-        main="app",
-        timeout=2,
-        key=KEY,
-    )
-    values.update(extra)
-    return write_config(tmp_path / "device.json", **values)
+    return device_config(tmp_path, server, **{"key": KEY, **extra})
 
 
 def _app(n):

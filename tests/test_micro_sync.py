@@ -12,6 +12,7 @@ import signal
 import pytest
 
 from tests.microutil import (
+    device_config,
     pointer,
     publish,
     run_micro,
@@ -36,17 +37,7 @@ V2 = {
 
 
 def _config(tmp_path, server, **extra):
-    values = dict(
-        device="dev1",
-        manifest=server.url,
-        dir=str(tmp_path / "device"),
-        minimum=0.2,
-        maximum=0.4,
-        main="app",
-        timeout=2,
-    )
-    values.update(extra)
-    return write_config(tmp_path / "device.json", **values)
+    return device_config(tmp_path, server, **extra)
 
 
 def _leftovers(devdir):
