@@ -108,7 +108,7 @@ def watch(until, marks: dict, probes: dict, started: float) -> dict:
 def app_failure(origin: Origin, root: Path, how: int, timeout_s: float, kills: int) -> list:
     """Fresh agent; `kills` times: signal the app, time detection and recovery."""
     agent, port = start_agent(origin, root, timeout_s)
-    body = (origin.work / "message.txt").read_text()
+    body = (origin.work / "version.txt").read_text().strip()
     sha = common.git("rev-parse", "HEAD", cwd=origin.work)
     results = []
     try:
@@ -179,7 +179,7 @@ def rollbacks(origin: Origin, root: Path, reps: int, timeout_s: float) -> dict:
                 marks["deployed to complete"] = marks["complete"] - marks["deployed"]
                 marks["last_error"] = app_state(agent).get("last_error")
                 out[mode].append(marks)
-                time.sleep(3.5)  # let the rollback's own trial end before the next push
+                time.sleep(0.5)  # the ban follows the fallback's own trial: it has ended
     finally:
         agent.stop()
         common.kill_tagged_leftovers(root)
@@ -217,14 +217,15 @@ def report(data: dict) -> str:
         f"### Bad commit to rollback complete (poll every 1 s, health timeout "
         f"{p['timeout']:g} s; {p['reps']} pushes each; seconds, median / max)",
         "",
-        "| bad commit | n | push -> deployed | deployed -> rollback complete "
-        "| push -> rollback complete |",
-        "|---|---:|---:|---:|---:|",
+        "| bad commit | n | push -> deployed | deployed -> the good commit serves again "
+        "| deployed -> rollback complete (bad banned) | push -> rollback complete |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     names = {"crash": "crashes at start", "500": "serves HTTP 500"}
     for mode, runs in data["rollbacks"].items():
         lines.append(
             f"| {names[mode]} | {len(runs)} | {cell([r['deployed'] for r in runs])} "
+            f"| {cell([r['serving good'] - r['deployed'] for r in runs])} "
             f"| {cell([r['deployed to complete'] for r in runs])} "
             f"| {cell([r['complete'] for r in runs])} |"
         )

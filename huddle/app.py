@@ -618,12 +618,11 @@ class AppController:
     # -- health -----------------------------------------------------------------------------
     async def on_check_deadline(self) -> None:
         proc = self.proc
-        if proc is None:
+        if proc is None or self.checking is not None:
             return
+        self.health.begin(self.now())
         if self.config.health.type == "none":
             await self.on_checked(True, "running")
-            return
-        if self.checking is not None:
             return
 
         async def check() -> None:

@@ -42,8 +42,13 @@ class HealthCount:
         )
         return max(first, self.last_check + self.cfg.interval_s)
 
-    def record(self, ok: bool, now: float) -> Verdict:
+    def begin(self, now: float) -> None:
+        """A check starts now: the next one is due an interval after this start, not after
+        its answer (a hung app whose checks each run into their timeout is still checked
+        every interval)."""
         self.last_check = now
+
+    def record(self, ok: bool, now: float) -> Verdict:
         if ok:
             self.failures = 0
             return Verdict.HEALTHY
