@@ -283,8 +283,9 @@ def test_a_fetch_killed_by_its_timeout_on_a_slow_link_heals(tmp_path):
         server.server.trickle = (16 * 1024, 2048, 0.2)  # about 10 kB/s after 16 kB
         with pytest.raises(GitError, match="timed out"):
             run(repo.fetch("origin", "main"))
-        # the commit object arrived first, its tree did not: present to git, not to huddle
-        assert git("cat-file", "-t", second, cwd=repo.path) == "commit"
+        # what arrived is not a deployable commit to huddle; usually the commit object came
+        # first without its tree (a loaded machine may cut it off even before that: the
+        # commit-without-tree state is made directly in the test above as well)
         assert not run(GitRepo(repo.path).has_commit(second))
         server.server.trickle = None  # the link recovers
         assert run(deploy(GitRepo(repo.path))) == second
