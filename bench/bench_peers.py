@@ -3,7 +3,7 @@
 Usage: python bench/bench_peers.py [--reps R] [--pushes P] [--idle S] [--no-ansible]
 
 Peers, each following the same bare repo over file:// and running the same tiny HTTP app
-(`server.py` from bench/common.py) from its own checkout, polling every 1 s:
+(the harness's `app.py`) from its own checkout, polling every 1 s:
 - huddle: `huddle run` with one app config (health type none, minimum = maximum = 1 s);
 - naive: bench/naive_peer.sh, `git fetch && git reset --hard`, restart when HEAD moved;
 - ansible-pull: `ansible-pull -U file://... -C main -d CHECKOUT -i INVENTORY --only-if-changed
