@@ -23,14 +23,6 @@ VERSION = "0.2.0-micro"
 
 
 class Agent:
-    # the app (huddle_app): its task, the modules and sockets it loaded, whether it finished
-    # its work, when it started, its error and health; the MQTT session: client, whether it is
-    # connected, failed connects in a row and when to try again
-    commit = active = last_error = healthy = started_ms = error = None
-    task = modules = aside = sockets = mqtt = retry_ms = topic = None
-    restarts = failures = crashes = mqtt_fails = heap_peak = 0
-    trial = finished = connected = changed = False
-
     def __init__(self, cfg, commit, active, state):
         # what huddle_start read from flash; then the leftovers of a kill go
         self.cfg, self.root, self.commit, self.active, self.state = (
@@ -41,6 +33,19 @@ class Agent:
             state,
         )
         self.boot_ms = ticks_ms()
+        # set here, not as class attributes: an instance sets them all in a long run, and
+        # class defaults would hold every name a second time (a class dict of 250 B)
+        # the app (huddle_app): its task, the modules and sockets it loaded, whether it
+        # finished its work, when it started, its error and health
+        self.task = self.modules = self.aside = self.sockets = None
+        self.last_error = self.healthy = self.started_ms = self.error = None
+        self.restarts = self.failures = self.crashes = self.heap_peak = 0
+        self.trial = self.finished = self.changed = False
+        # the MQTT session: client, whether it is connected, failed connects in a row and
+        # when to try again
+        self.mqtt = self.retry_ms = self.topic = None
+        self.connected = False
+        self.mqtt_fails = 0
         cleanup(self)
 
     async def run(self, poll, supervise):
