@@ -28,6 +28,10 @@ except ImportError:  # CPython: its TLS sockets raise these instead
 MAX_LINE = const(1024)
 MAX_MANIFEST = const(262144)  # bytes; a longer manifest is cut off
 MIN_RATE = const(256)  # bytes/s: slower than this over a whole transfer is a failure
+# bytes read per `more`: each read makes a new `pending` (what was left + the read) and each
+# line leaves a remainder, so this bounds the blocks that lines and headers take; at 256 a
+# full heap (a 34K one updating beside the app) had no hole for them, 64 makes them small
+READ = const(64)
 
 # the one chunk buffer of every read (`more`), download and copy (huddle_stage): no object per
 # read. `chunk` allocates it when it is first needed (after the boot's compiles, which need the
@@ -144,12 +148,12 @@ class Response:
         return data[:n]
 
     async def more(self, wait=True):
-        # appends what the socket has (up to 256 bytes) to `pending`: its count, 0 at the end
+        # appends what the socket has (up to READ bytes) to `pending`: its count, 0 at the end
         # of the stream; not `wait`: one try, None when nothing came yet
         if wait:
             self.due()
         mv = memoryview(chunk())
-        n = await self.step(self.recv_into, mv[:256], wait)
+        n = await self.step(self.recv_into, mv[:READ], wait)
         if n:
             self.pending += mv[:n]
         return n
