@@ -33,10 +33,25 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from huddle.agent import app_tag
 from huddle.git import GitRepo
 from huddle.process import TAG_VAR, start_time
+
+# In CI (`.ci/run` sets CI) a missing tool or interpreter is a failure, never a skip: a skip
+# there would hide what the suite did not test. Elsewhere a test says what is missing and skips.
+IN_CI = bool(os.environ.get("CI"))
+
+
+def needs_tool(name: str) -> Any:
+    """Skip where `name` is not installed, except in CI, where the test runs and fails."""
+    import pytest
+
+    return pytest.mark.skipif(
+        shutil.which(name) is None and not IN_CI, reason=f"{name} is not installed"
+    )
+
 
 PY = sys.executable
 GIT = shutil.which("git") or "git"

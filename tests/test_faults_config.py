@@ -9,7 +9,6 @@ import json
 import os
 import random
 import shlex
-import shutil
 import stat
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from huddle.config import load_file, load_paths
 from huddle.config.reader import MAX_FILE_BYTES, MAX_VALUE_CHARS
 from huddle.config.types import split_command
 from huddle.errors import ConfigErrors
+from tests.gitutil import needs_tool
 from tests.microutil import Repo
 
 PY = sys.executable
@@ -280,9 +280,7 @@ def test_install_timeout(tmp_path):
 
 # -- trusted signers ------------------------------------------------------------------------
 
-needs_ssh_keygen = pytest.mark.skipif(
-    shutil.which("ssh-keygen") is None, reason="ssh-keygen is not installed"
-)
+needs_ssh_keygen = needs_tool("ssh-keygen")
 
 
 def ssh_key(directory: Path, name: str, kind: str = "ed25519") -> str:
@@ -367,7 +365,7 @@ def test_a_signer_kind_without_its_tool_is_a_config_error(tmp_path):
     )
 
 
-@pytest.mark.skipif(shutil.which("gpg") is None, reason="gpg is not installed")
+@needs_tool("gpg")
 def test_gpg_home_needs_a_keyring(tmp_path):
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)

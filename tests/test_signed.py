@@ -29,6 +29,7 @@ from tests.gitutil import (
     git_wrapper,
     http_get,
     make_app,
+    needs_tool,
     read_calls,
     wait_until,
     write_config,
@@ -36,9 +37,9 @@ from tests.gitutil import (
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is not installed"),
+    needs_tool("ssh-keygen"),
 ]
-needs_gpg = pytest.mark.skipif(shutil.which("gpg") is None, reason="gpg is not installed")
+needs_gpg = needs_tool("gpg")
 
 
 # -- keys and signed commits ----------------------------------------------------------------
