@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tests.gitutil import Agent, GitDaemon, SmartHTTP
 from tests.microutil import ManifestServer, Repo
 from tests.mosquitto import Broker
+from tests.test_mqtt_support import make_ca
 
 
 @pytest.fixture
@@ -16,6 +21,22 @@ def broker(tmp_path):
     b = Broker(tmp_path / "broker").start()
     yield b
     b.kill()
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A real Mosquitto speaking TLS with a certificate of a private CA (`.cafile`)."""
+    # pytest's tmp dirs are 0700; mosquitto, dropped to its own user, must read the PKI
+    pki = Path(tempfile.mkdtemp(prefix="huddle-pki-"))
+    pki.chmod(0o755)
+    try:
+        tls = make_ca(pki)
+        b = Broker(tmp_path / "broker", tls=tls).start()
+        b.cafile = tls["cafile"]
+        yield b
+        b.kill()
+    finally:
+        shutil.rmtree(pki)
 
 
 @pytest.fixture

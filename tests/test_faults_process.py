@@ -30,6 +30,7 @@ from tests.gitutil import (
     free_port,
     http_get,
     tagged_pids,
+    tmpfs,
     wait_until,
     write_config,
 )
@@ -378,15 +379,8 @@ FALLBACK_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "state"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "state", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def run_fallback_agent(tmp_path: Path, log: Path, lines: int, steps=()) -> tuple:

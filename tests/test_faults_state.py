@@ -17,6 +17,7 @@ import pytest
 from huddle.errors import StateError
 from huddle.state import AgentLock, AppState, StateStore
 from tests.gitutil import Origin, app_config, wait_until, write_config
+from tests.gitutil import tmpfs as mounted_tmpfs
 
 PY = sys.executable
 C1, C2 = "1" * 40, "2" * 40
@@ -54,19 +55,8 @@ def good_state() -> dict:
 @pytest.fixture
 def tmpfs(tmp_path):
     """A fresh 1 MB tmpfs; the test may remount it read-only or fill it."""
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 # -- a damaged file ---------------------------------------------------------------------------

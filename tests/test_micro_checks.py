@@ -25,7 +25,6 @@ import sys
 
 import pytest
 
-from tests import test_micro_mqtt
 from tests.microutil import (
     ManifestServer,
     Repo,
@@ -39,8 +38,6 @@ from tests.mosquitto import free_port
 from tests.test_micro_agent import _start, _state, _stop, _wait_rolled_back
 from tests.test_micro_mqtt import Watcher
 from tests.test_micro_sync import V1, V2, _assert_still_v1, _config, _install_v1
-
-tls_broker = test_micro_mqtt.tls_broker  # a fixture of that module, used here too
 
 # an app whose main() returns a coroutine serving a line protocol on {port}: each connection
 # sends a line, and {handle} (the rest of `handle`, indented) answers it; the same code on
@@ -451,7 +448,7 @@ def test_ca_verifies_the_mqtts_broker(tmp_path, site, tls_broker, runtime, trust
     # the agent (plain http manifest) reports to an mqtts broker whose certificate a private
     # CA signed: it connects and publishes its status when `ca` is that CA, and never does
     # (each try is a TLS failure in the log) when it is another one
-    broker, ca = tls_broker
+    broker, ca = tls_broker, tls_broker.cafile
     repo, out, server = site
     repo.commit(V1)
     publish(repo, out)
@@ -473,7 +470,7 @@ def test_ca_verifies_the_mqtts_broker(tmp_path, site, tls_broker, runtime, trust
             "-subj",
             "/CN=huddle test other",
         )
-    watcher = Watcher(broker, "huddle/dev1/status", ca=tls_broker[1])
+    watcher = Watcher(broker, "huddle/dev1/status", ca=tls_broker.cafile)
     proc, log = _start(
         tmp_path,
         server,

@@ -14,12 +14,10 @@ import asyncio
 import io
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -310,79 +308,9 @@ def test_connack_refusal_is_econnrefused_with_its_code(runtime, driver, code):
     assert words[3] == f"MQTT_connect_refused_(code_{code})"
 
 
-@pytest.fixture
-def tls_broker(tmp_path):
-    # Mosquitto drops to user `mosquitto` before loading certificates: pytest's tmp_path is
-    # not traversable for it, so the PKI lives in a world-readable temporary directory
-    d = Path(tempfile.mkdtemp(prefix="huddle-pki-"))
-    os.chmod(d, 0o755)
-
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=huddle test CA",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    )
-    (d / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    )
-    for f in d.iterdir():
-        os.chmod(f, 0o644)
-    b = Broker(
-        tmp_path / "broker",
-        tls={
-            "cafile": str(d / "ca.crt"),
-            "certfile": str(d / "server.crt"),
-            "keyfile": str(d / "server.key"),
-        },
-    ).start()
-    yield b, str(d / "ca.crt")
-    b.kill()
-    shutil.rmtree(d)
-
-
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_tls_with_a_private_ca(runtime, tls_broker, driver):
-    broker, ca = tls_broker
+    broker, ca = tls_broker, tls_broker.cafile
     url = f"mqtts://localhost:{broker.port}"
     assert run(runtime, driver, "disconnect", url, "dev8", ca) == ["ready", "done"]
     later = Watcher(broker, "huddle/dev8/status", ca=ca)

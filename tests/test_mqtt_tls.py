@@ -5,31 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
-import tempfile
 import time
-from pathlib import Path
-
-import pytest
 
 from huddle.mqtt.reporter import make_reporter
-from tests.mosquitto import Broker
-from tests.test_mqtt_support import Observer, Ticker, await_message, make_ca
-
-
-@pytest.fixture
-def tls_broker(tmp_path):
-    # pytest's tmp dirs are 0700; mosquitto, dropped to its own user, must read the PKI
-    pki = Path(tempfile.mkdtemp(prefix="huddle-pki-"))
-    pki.chmod(0o755)
-    try:
-        tls = make_ca(pki)
-        b = Broker(tmp_path / "broker", tls=tls).start()
-        b.cafile = tls["cafile"]
-        yield b
-        b.kill()
-    finally:
-        shutil.rmtree(pki)
+from tests.test_mqtt_support import Observer, Ticker, await_message
 
 
 def test_status_over_tls_with_a_private_ca(tls_broker):
