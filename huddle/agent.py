@@ -18,7 +18,6 @@ import asyncio
 import functools
 import hashlib
 import logging
-import random
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +64,6 @@ class Agent:
         self.reloading: asyncio.Task[None] | None = None
         # fleet coordination per app (shared bans, rollout waves); set by the MQTT wiring
         self.fleet_for: Callable[[AppConfig], AppFleet] = lambda config: LocalOnly()
-        self.rng = random.Random()
 
     def state_changed(self) -> None:
         """Schedule one save for this loop turn: a burst of changes (100 apps ending their
@@ -113,14 +111,11 @@ class Agent:
         else:
             log.info("reload already under way; this SIGHUP is folded into it")
 
-    def trigger(self, apps: Sequence[str] = (), spread_s: float = 0.0) -> list[str]:
-        """Poll these apps (every app when empty) soon: each after its own random delay in
-        [0, spread_s], so a fleet triggered at once reaches its git server spread out. Only
-        ever sooner than the app's timer. Returns the apps asked."""
-        names = [n for n in self.controllers if not apps or n in apps]
-        for name in names:
-            self.controllers[name].post(PollSoon(self.rng.uniform(0.0, max(0.0, spread_s))))
-        return names
+    def poll_soon(self, app: str, delay_s: float) -> None:
+        """Have `app` poll within `delay_s` (a fleet trigger); never later than its timer."""
+        controller = self.controllers.get(app)
+        if controller is not None:
+            controller.post(PollSoon(delay_s))
 
     # -- apps -------------------------------------------------------------------------------
     def start_app(self, config: AppConfig) -> None:

@@ -79,7 +79,6 @@ def main(args: argparse.Namespace) -> int:
     AgentLock(store.dir).acquire()  # held until this process exits, however it exits
     agent = Agent(configs, store, paths=args.paths)
     if args.mqtt:
-        from huddle.events import PollSoon
         from huddle.mqtt.fleetlink import FleetLink
         from huddle.mqtt.reporter import make_reporter, validate_device_id
 
@@ -94,11 +93,6 @@ def main(args: argparse.Namespace) -> int:
             ha_prefix=args.ha_prefix,
         )
 
-        def poll_soon(app: str, delay_s: float) -> None:
-            controller = agent.controllers.get(app)
-            if controller is not None:
-                controller.post(PollSoon(delay_s))
-
         # triggers, fleet bans and rollout waves share the reporter's connection
         fleet = FleetLink(
             reporter.link,
@@ -106,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
             device_id,
             store.dir,
             app_names=lambda: list(agent.controllers),
-            poll_soon=poll_soon,
+            poll_soon=agent.poll_soon,
         )
         agent.fleet_for = fleet.app_fleet
     return asyncio.run(agent.run())
