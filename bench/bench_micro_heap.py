@@ -94,17 +94,18 @@ for name in sys.argv[1:]:
     gc.collect()
     print(name, gc.mem_alloc() - a)
 """
-# the resident modules in the order a long-running agent with MQTT and a key loads them
+# the modules in the order a long-running agent with MQTT and a key loads them: the resident
+# ones at boot, then what a sync loads for one step each (huddle_poll.step)
 MODULES = [
     "huddle_http",
     "huddle_mqtt",
     "huddle_app",
     "huddle_agent",
-    "huddle_sync",
-    "huddle_stage",
     "huddle_poll",
     "huddle_health",
+    "huddle_sync",
     "huddle_hmac",
+    "huddle_stage",
 ]
 
 

@@ -8,12 +8,38 @@
 # own `config.py` or `http.py` can never shadow the agent's.
 import json
 import os
+import sys
 
 # the clock, for the other modules (imported from here, so they read the same on both)
 try:
     from time import ticks_add, ticks_diff, ticks_ms  # noqa: F401
 except ImportError:  # CPython
     from huddle_cpy import ticks_add, ticks_diff, ticks_ms  # noqa: F401
+
+
+# the agent's own directory: main.py puts it first on the path, and this module is imported at
+# boot, before the app's directory becomes the working one ("" on a board: the root)
+HOME = sys.path[0] or os.getcwd()
+
+
+def load(name):
+    # the agent module `name`, imported from the agent's directory first and never from the
+    # app's ("" while it runs: it may hold a file of that name); the rest of the path stays for
+    # what the module imports (CPython's standard library). For the
+    # modules only a sync needs (huddle_poll): loaded when needed and dropped (`drop`) as soon
+    # as their step is over, so their code is resident neither beside the app between syncs
+    # nor beside each other
+    path = sys.path[:]
+    sys.path[:] = [HOME] + [p for p in path if p]
+    try:
+        return __import__(name)
+    finally:
+        sys.path[:] = path
+
+
+def drop(name):
+    # forgets a `load`ed module: its code is freed once nothing refers to it
+    sys.modules.pop(name, None)
 
 
 def log(msg):

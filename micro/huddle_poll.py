@@ -3,26 +3,60 @@
 # `poll` waits a random interval between `minimum` and `maximum`, runs `cycle`; after a
 # failure the wait doubles per consecutive failure (capped at 16 x maximum, still jittered)
 # and resets on success. It does not install while a new version is on trial. `cycle` first
-# reads only the manifest's first two lines (huddle_sync.head), so "is the commit unchanged?"
-# costs one request; only a new commit is read on (huddle_sync.manifest), staged beside the
-# running version (huddle_stage) and switched to (huddle_store.switch). Any failure leaves the
-# old version. Switching versions: on a board with `machine.reset` the pointer is switched and
-# the board resets into the new version; elsewhere (unix port, CPython) the app is swapped
-# in-process.
+# reads only the manifest's first two lines (`head`), so "is the commit unchanged?" costs one
+# request; only a new commit is read on (huddle_sync.manifest), staged beside the running
+# version (huddle_stage) and switched to (huddle_store.switch). Any failure leaves the old
+# version. An unverified "same commit" stops at `head` and can only make the device do
+# nothing; anything that would be installed is verified first. huddle_sync and huddle_stage
+# are loaded for their step only (`step`): the update's heap peak is the staging beside the
+# running app, and the manifest reader is gone by then. Switching versions: on a board with
+# `machine.reset` the pointer is switched and the board resets into the new version; elsewhere
+# (unix port, CPython) the app is swapped in-process.
 import asyncio
 import gc
 import time
 from random import uniform
 
-from huddle_os import join, log, ticks_add, ticks_ms
-from huddle_stage import stage
+from huddle_http import MAX_MANIFEST, get
+from huddle_os import drop, join, load, log, ticks_add, ticks_ms
 from huddle_store import switch
-from huddle_sync import head, manifest
 
 try:  # imported at boot: later the app's directory is on the path, and may hold a machine.py
     from machine import reset
 except ImportError:  # unix port, CPython: versions are swapped in-process
     reset = None
+
+HEX = b"0123456789abcdef"
+
+
+async def head(url, timeout_s, ca, until):
+    # (open response, commit) after the manifest's first two lines, which are checked; `ca`
+    # and `until` as in huddle_http.get
+    resp = await get(url, timeout_s, ca, until)
+    try:
+        if resp.status != 200:
+            raise OSError("HTTP %d for %s" % (resp.status, url))
+        if (resp.length or 0) > MAX_MANIFEST:
+            raise ValueError("manifest too long")
+        resp.due(resp.length or MAX_MANIFEST)
+        line = await resp.readline()
+        if line != b"huddle-manifest 1":
+            raise ValueError("not a huddle manifest: %r" % (line or b"")[:40])
+        line = await resp.readline() or b""
+        if line[:7] != b"commit " or len(line) not in (47, 71) or line[7:].strip(HEX):
+            raise ValueError("bad commit line %r" % line[:80])
+        return resp, line[7:].decode()
+    except BaseException:
+        resp.close()
+        raise
+
+
+async def step(module, function, *args):
+    # `function` of the agent module `module`, loaded for this call and dropped after it
+    try:
+        return await getattr(load(module), function)(*args)
+    finally:
+        drop(module)
 
 
 async def cycle(a):
@@ -40,13 +74,15 @@ async def cycle(a):
                 log("%s is marked bad; staying on %s" % (commit, a.commit))
                 return "bad"
             tmp = join(a.root, ".manifest.tmp")
-            branch, seq, total = await manifest(resp, cfg["key"], commit, tmp)
+            branch, seq, total = await step(
+                "huddle_sync", "manifest", resp, cfg["key"], commit, tmp
+            )
         finally:
             resp.close()
         resp = None
         check(a, branch, seq)
         a.sample_heap()
-        got, copied = await stage(a, tmp, total, until)
+        got, copied = await step("huddle_stage", "stage", a, tmp, total, until)
         a.sample_heap()
         switch(a, commit, branch, seq, int(time.time()))
     except Exception as e:  # any failure leaves the old version: report and carry on

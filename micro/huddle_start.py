@@ -124,16 +124,14 @@ def start(root):
 
 
 def modules(cfg, once):
-    # the agent modules main.py compiles at boot: only those the config needs (TLS contexts,
-    # the manifest HMAC and the health probe only when it has them; nothing is imported after
-    # boot, so no agent module is looked up in the app's directory), each after what it
-    # imports, in the order measured to need the smallest heap (the HTTP layer first, then sync
-    # before stage before poll)
+    # the agent modules main.py compiles at boot and keeps: only those the config needs (TLS
+    # contexts and the health probe only when it has them), each after what it imports, the
+    # HTTP layer first; what only a sync needs (huddle_sync, huddle_hmac, huddle_stage) is
+    # loaded for its step (huddle_poll.step), from the agent's directory only
     tls = cfg["manifest"][:6] == "https:" or (cfg["mqtt"] and cfg["mqtt"][4] and not once)
     names = ["huddle_http"] + (["huddle_mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_tls"] if tls else []
     names += [] if once else ["huddle_app"]
-    names += ["huddle_agent", "huddle_sync", "huddle_stage", "huddle_poll"]
+    names += ["huddle_agent", "huddle_poll"]
     names += [] if once else ["huddle_health"]
-    names += ["huddle_hmac"] if cfg["key"] else []
     return names + ([] if once or cfg["health"]["type"] == "none" else ["huddle_probe"])

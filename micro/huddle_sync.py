@@ -1,49 +1,37 @@
-# Reading a published manifest: its head, then the rest as a stream.
+# Reading the rest of a published manifest, as a stream, once huddle_poll.head has found a new
+# commit in its first two lines.
 #
-# `head` reads only the manifest's first two lines, so "is the commit unchanged?" costs one
-# request. For a new commit `manifest` goes on with the same open response, never holding the
-# manifest whole in RAM: every record is checked (each line bounded, the file bounded in lines
-# and bytes, so a manifest that never ends is cut off; paths are relative, use "/", and have no
-# empty, "." or ".." segment, no backslash and no control character, so no record can write
-# outside the staging directory), the HMAC (huddle_hmac, when a key is configured) is computed
-# over every byte before the `hmac` line as it goes, and the lines are copied to a file on flash
-# for huddle_stage. An unverified "same commit" stops at `head` and can only make the device do
-# nothing; anything that would be installed is verified first.
-from huddle_http import MAX_MANIFEST, get
-
-HEX = b"0123456789abcdef"
-
-
-async def head(url, timeout_s, ca, until):
-    # (open response, commit) after the manifest's first two lines, which are checked; `ca`
-    # and `until` as in huddle_http.get
-    resp = await get(url, timeout_s, ca, until)
-    try:
-        if resp.status != 200:
-            raise OSError("HTTP %d for %s" % (resp.status, url))
-        if (resp.length or 0) > MAX_MANIFEST:
-            raise ValueError("manifest too long")
-        resp.due(resp.length or MAX_MANIFEST)
-        line = await resp.readline()
-        if line != b"huddle-manifest 1":
-            raise ValueError("not a huddle manifest: %r" % (line or b"")[:40])
-        line = await resp.readline() or b""
-        if line[:7] != b"commit " or len(line) not in (47, 71) or line[7:].strip(HEX):
-            raise ValueError("bad commit line %r" % line[:80])
-        return resp, line[7:].decode()
-    except BaseException:
-        resp.close()
-        raise
+# Loaded for that step only (huddle_os.load) and dropped after it. `manifest` goes on with
+# head's open response, never holding the manifest whole in RAM: every record is checked (each
+# line bounded, the file bounded in lines and bytes, so a manifest that never ends is cut off;
+# paths are relative, use "/", and have no empty, "." or ".." segment, no backslash and no
+# control character, so no record can write outside the staging directory), the HMAC
+# (huddle_hmac, loaded for this step when a key is configured) is computed over every byte
+# before the `hmac` line as it goes, and the lines are copied to a file on flash for
+# huddle_stage.
+from huddle_http import MAX_MANIFEST
+from huddle_os import drop, load
+from huddle_poll import HEX
 
 
 async def manifest(resp, key, commit, dest):
-    # the rest of the manifest, checked, copied to `dest`; -> (branch, seq or None, total bytes
-    # of files)
-    mac = None
-    if key:  # huddle_hmac is compiled at boot when the config has a key
-        from huddle_hmac import begin, verify
+    # the rest of the manifest, checked (its HMAC too with a key), copied to `dest`; -> (branch,
+    # seq or None, total bytes of files)
+    hmac = load("huddle_hmac") if key else None  # only a device with a key loads it
+    try:
+        mac = hmac.begin(key) if hmac else None
+        branch, seq, total, sig = await records(resp, mac, commit, dest)
+        if mac:
+            hmac.verify(mac, sig)
+        return branch, seq, total
+    finally:
+        drop("huddle_hmac")
 
-        mac = begin(key)
+
+async def records(resp, mac, commit, dest):
+    # the records after head's two lines, each checked, copied to `dest` and fed to the inner
+    # hash of `mac` (huddle_hmac.begin) if given; -> (branch, seq or None, total bytes of files,
+    # the hmac line's hex or None)
     line = b"huddle-manifest 1\ncommit " + commit.encode() + b"\n"
     branch = seq = sig = None
     n, total, size = 2, 0, len(line)
@@ -99,6 +87,4 @@ async def manifest(resp, key, commit, dest):
             line += b"\n"
     if n < 3:
         raise ValueError("manifest cut after %d lines" % n)
-    if mac:
-        verify(mac, sig)
-    return branch, seq, total
+    return branch, seq, total, sig

@@ -23,21 +23,32 @@ except ImportError:  # CPython
 sys.path[:] = [sys.path[0], ".frozen"] + [p for p in sys.path[1:] if p != ".frozen"]
 
 
+def boot(argv):
+    # the boot-only steps, each compiled, run and forgotten in turn: the options and the config
+    # (-> (cfg, once), or 2 when it is invalid, every problem shown), then what is on flash and
+    # which modules to compile (-> (cfg, once, (commit, active, state), names)). In a function
+    # of its own: the GC is conservative and scans main()'s frame for the whole run, stale
+    # value-stack slots included, where a step's module object would stay reachable (the
+    # config checker's 5 KB was still resident at the peak); this frame is gone on return
+    import gc
+
+    for step in ("huddle_config", "huddle_start"):
+        argv = __import__(step).boot(argv)
+        del sys.modules[step]
+        gc.collect()
+        if argv == 2:
+            break
+    return argv
+
+
 def main(argv):
     import gc
 
-    boot = argv
-    # boot-only steps, each compiled, run and forgotten in turn: the options and the config
-    # (-> (cfg, once), or 2 when it is invalid, every problem shown), then what is on flash and
-    # which modules to compile (-> (cfg, once, (commit, active, state), names))
-    for step in ("huddle_config", "huddle_start"):
-        boot = __import__(step).boot(boot)
-        del sys.modules[step]
-        gc.collect()
-        if boot == 2:
-            return 2
-    cfg, once, start, names = boot
-    del boot, step
+    started = boot(argv)
+    if started == 2:
+        return 2
+    cfg, once, start, names = started
+    del started
     # every agent module is compiled now, while the heap is still empty and unfragmented, and
     # kept: later only the app is compiled (huddle_start says which, in what order)
     for name in names:

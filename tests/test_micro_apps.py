@@ -78,7 +78,8 @@ def _start(tmp_path, server, runtime="micropython", port=None, **extra):
 def test_an_app_gets_its_own_modules_whatever_their_names(tmp_path, site, broker, runtime):
     # mqtt.py (the name the agent's client once had), random.py (a module the agent itself
     # uses) and a helper that changes between versions: the app sees its own every time, and
-    # the agent goes on reporting with its own
+    # the agent goes on reporting with its own. Files named like the agent modules a sync loads
+    # while the app runs (huddle_sync, huddle_stage, huddle_hmac) are never what it loads
     repo, out, server = site
     dev = tmp_path / "device"
     own = b"WHO = 'app'\n"
@@ -88,6 +89,9 @@ def test_an_app_gets_its_own_modules_whatever_their_names(tmp_path, site, broker
             "mqtt.py": own,
             "random.py": own,
             "helper.py": b"N = %d\n" % n,
+            "huddle_sync.py": b"raise ImportError('the app file')\n",
+            "huddle_stage.py": b"raise ImportError('the app file')\n",
+            "huddle_hmac.py": b"raise ImportError('the app file')\n",
             "app.py": b"import asyncio, mqtt, random, helper\n"
             b"assert mqtt.WHO == random.WHO == 'app', (mqtt, random)\n"
             b"assert helper.N == %d, helper.N\n"
@@ -96,13 +100,13 @@ def test_an_app_gets_its_own_modules_whatever_their_names(tmp_path, site, broker
         }
 
     c1 = repo.commit(version(1))
-    publish(repo, out)
+    publish(repo, out, key="k")
     sub = Subscriber(broker)
-    proc, log = _start(tmp_path, server, runtime, mqtt=broker.url, heartbeat=0.5)
+    proc, log = _start(tmp_path, server, runtime, mqtt=broker.url, heartbeat=0.5, key="k")
     try:
         wait_for(lambda: _state(dev).get("good") == c1, what="v1 good", proc=proc, log=log)
         c2 = repo.commit(version(2))
-        publish(repo, out)
+        publish(repo, out, key="k")
         wait_for(lambda: _state(dev).get("good") == c2, what="v2 good", proc=proc, log=log)
         sub.next(
             lambda p: (
