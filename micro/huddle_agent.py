@@ -16,8 +16,7 @@ import json
 import time
 from random import random
 
-from huddle_os import log, ticks_add, ticks_diff, ticks_ms
-from huddle_store import cleanup
+from huddle_os import call, log, ticks_add, ticks_diff, ticks_ms
 
 VERSION = "0.2.0-micro"
 
@@ -46,7 +45,7 @@ class Agent:
         self.mqtt = self.retry_ms = self.topic = None
         self.connected = False
         self.mqtt_fails = 0
-        cleanup(self)
+        call("huddle_store", "cleanup", self)
 
     async def run(self, poll, supervise):
         # huddle_app is loaded at boot only for the long-running agent (--once runs no app):

@@ -14,8 +14,7 @@ import asyncio
 from random import random
 
 from huddle_app import launch, stop
-from huddle_os import log, ticks_diff, ticks_ms
-from huddle_store import back, ban, save, swap
+from huddle_os import call, log, ticks_diff, ticks_ms
 
 
 async def supervise(a):
@@ -59,9 +58,14 @@ async def supervise(a):
                     % (a.commit, s["suspect"])
                 )
                 s["suspect"] = None
-                swap(a)
+                call("huddle_store", "swap", a)
                 a.no_fallback = True
-            elif a.trial and not a.no_fallback and not memory and back(a, why):
+            elif (
+                a.trial
+                and not a.no_fallback
+                and not memory
+                and call("huddle_store", "back", a, why)
+            ):
                 launch(a)
                 continue
             a.crashes += 1
@@ -78,11 +82,11 @@ async def supervise(a):
             if s["suspect"]:  # the fallback runs healthily: the version it replaced was bad
                 bad, s["suspect"] = s["suspect"], None
                 log("%s is bad: %s runs healthily without it" % (bad, a.commit))
-                ban(a, bad)
+                call("huddle_store", "ban", a, bad)
                 a.note()
             if a.trial:
                 a.trial = False
                 s["good"] = a.commit
-                save(a)
+                call("huddle_store", "save", a)
                 log("%s is good now" % a.commit)
                 a.note()

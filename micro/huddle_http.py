@@ -42,7 +42,7 @@ _buf = None
 def chunk():
     global _buf
     if _buf is None:
-        _buf = bytearray(1024)
+        _buf = bytearray(512)
     return _buf
 
 

@@ -17,29 +17,27 @@ except ImportError:  # CPython
     from huddle_cpy import ticks_add, ticks_diff, ticks_ms  # noqa: F401
 
 
-# the agent's own directory: main.py puts it first on the path, and this module is imported at
-# boot, before the app's directory becomes the working one ("" on a board: the root)
+# the agent's own directory (`call` imports from it): main.py puts it first on the path, and
+# this module is imported at boot, before the app's directory becomes the working one ("" on a
+# board: the root)
 HOME = sys.path[0] or os.getcwd()
 
 
-def load(name):
-    # the agent module `name`, imported from the agent's directory first and never from the
-    # app's ("" while it runs: it may hold a file of that name); the rest of the path stays for
-    # what the module imports (CPython's standard library). For the
-    # modules only a sync needs (huddle_poll): loaded when needed and dropped (`drop`) as soon
-    # as their step is over, so their code is resident neither beside the app between syncs
-    # nor beside each other
+def call(module, function, *args):
+    # `function(*args)` of the agent module `module`, imported for this call and forgotten at
+    # once: its code lives only as long as something refers to it (a coroutine it returned,
+    # until that ends). For what runs rarely (huddle_store) or only during a sync (huddle_sync,
+    # huddle_hmac, huddle_stage), so that it is not resident beside the app the rest of the
+    # time. The agent's directory is searched first and the app's ("" while it runs) never: it
+    # may hold a file of that name; the rest of the path stays for what the module imports
     path = sys.path[:]
     sys.path[:] = [HOME] + [p for p in path if p]
     try:
-        return __import__(name)
+        f = getattr(__import__(module), function)
     finally:
         sys.path[:] = path
-
-
-def drop(name):
-    # forgets a `load`ed module: its code is freed once nothing refers to it
-    sys.modules.pop(name, None)
+        sys.modules.pop(module, None)
+    return f(*args)
 
 
 def log(msg):

@@ -8,7 +8,7 @@
 # version (huddle_stage) and switched to (huddle_store.switch). Any failure leaves the old
 # version. An unverified "same commit" stops at `head` and can only make the device do
 # nothing; anything that would be installed is verified first. huddle_sync and huddle_stage
-# are loaded for their step only (`step`): the update's heap peak is the staging beside the
+# are loaded for their step only (huddle_os.call): the update's heap peak is the staging beside the
 # running app, and the manifest reader is gone by then. Switching versions: on a board with
 # `machine.reset` the pointer is switched and the board resets into the new version; elsewhere
 # (unix port, CPython) the app is swapped in-process.
@@ -18,8 +18,7 @@ import time
 from random import uniform
 
 from huddle_http import MAX_MANIFEST, get
-from huddle_os import drop, join, load, log, ticks_add, ticks_ms
-from huddle_store import switch
+from huddle_os import call, join, log, ticks_add, ticks_ms
 
 try:  # imported at boot: later the app's directory is on the path, and may hold a machine.py
     from machine import reset
@@ -51,14 +50,6 @@ async def head(url, timeout_s, ca, until):
         raise
 
 
-async def step(module, function, *args):
-    # `function` of the agent module `module`, loaded for this call and dropped after it
-    try:
-        return await getattr(load(module), function)(*args)
-    finally:
-        drop(module)
-
-
 async def cycle(a):
     # one sync cycle: 'current', 'installed', 'bad' or 'failed' (reason in last_error)
     cfg = a.cfg
@@ -74,7 +65,7 @@ async def cycle(a):
                 log("%s is marked bad; staying on %s" % (commit, a.commit))
                 return "bad"
             tmp = join(a.root, ".manifest.tmp")
-            branch, seq, total = await step(
+            branch, seq, total = await call(
                 "huddle_sync", "manifest", resp, cfg["key"], commit, tmp
             )
         finally:
@@ -82,9 +73,9 @@ async def cycle(a):
         resp = None
         check(a, branch, seq)
         a.sample_heap()
-        got, copied = await step("huddle_stage", "stage", a, tmp, total, until)
+        got, copied = await call("huddle_stage", "stage", a, tmp, total, until)
         a.sample_heap()
-        switch(a, commit, branch, seq, int(time.time()))
+        call("huddle_store", "switch", a, commit, branch, seq, int(time.time()))
     except Exception as e:  # any failure leaves the old version: report and carry on
         a.note("sync: %s: %s" % (type(e).__name__, e))
         return "failed"

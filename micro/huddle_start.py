@@ -127,7 +127,7 @@ def modules(cfg, once):
     # the agent modules main.py compiles at boot and keeps: only those the config needs (TLS
     # contexts and the health probe only when it has them), each after what it imports, the
     # HTTP layer first; what only a sync needs (huddle_sync, huddle_hmac, huddle_stage) is
-    # loaded for its step (huddle_poll.step), from the agent's directory only
+    # loaded for its step (huddle_os.call), and so is huddle_store (rare writes)
     tls = cfg["manifest"][:6] == "https:" or (cfg["mqtt"] and cfg["mqtt"][4] and not once)
     names = ["huddle_http"] + (["huddle_mqtt"] if cfg["mqtt"] and not once else [])
     names += ["huddle_tls"] if tls else []

@@ -1,7 +1,7 @@
 # Reading the rest of a published manifest, as a stream, once huddle_poll.head has found a new
 # commit in its first two lines.
 #
-# Loaded for that step only (huddle_os.load) and dropped after it. `manifest` goes on with
+# Loaded for that step only (huddle_os.call). `manifest` goes on with
 # head's open response, never holding the manifest whole in RAM: every record is checked (each
 # line bounded, the file bounded in lines and bytes, so a manifest that never ends is cut off;
 # paths are relative, use "/", and have no empty, "." or ".." segment, no backslash and no
@@ -10,22 +10,18 @@
 # before the `hmac` line as it goes, and the lines are copied to a file on flash for
 # huddle_stage.
 from huddle_http import MAX_MANIFEST
-from huddle_os import drop, load
+from huddle_os import call
 from huddle_poll import HEX
 
 
 async def manifest(resp, key, commit, dest):
     # the rest of the manifest, checked (its HMAC too with a key), copied to `dest`; -> (branch,
     # seq or None, total bytes of files)
-    hmac = load("huddle_hmac") if key else None  # only a device with a key loads it
-    try:
-        mac = hmac.begin(key) if hmac else None
-        branch, seq, total, sig = await records(resp, mac, commit, dest)
-        if mac:
-            hmac.verify(mac, sig)
-        return branch, seq, total
-    finally:
-        drop("huddle_hmac")
+    mac = call("huddle_hmac", "begin", key) if key else None  # only with a key, and only now
+    branch, seq, total, sig = await records(resp, mac, commit, dest)
+    if mac:
+        call("huddle_hmac", "verify", mac, sig)
+    return branch, seq, total
 
 
 async def records(resp, mac, commit, dest):
@@ -62,29 +58,36 @@ async def records(resp, mac, commit, dest):
                     raise ValueError("bad seq line %r" % line[:80])
                 seq = int(line[4:])
             else:
-                fields = line.split(b" ", 3)  # file SHA256 SIZE PATH
-                if (
-                    len(fields) != 4
-                    or fields[0] != b"file"
-                    or len(fields[1]) != 64
-                    or fields[1].strip(HEX)
-                    or not fields[2].isdigit()
-                ):
-                    raise ValueError("bad file record %r" % line[:80])
-                total += int(fields[2])
-                try:
-                    path = fields[3].decode()
-                except UnicodeError:
-                    raise ValueError("file name is not UTF-8")
-                if (
-                    not path
-                    or path[0] == "/"
-                    or "\\" in path
-                    or [c for c in path if c < " "]
-                    or [s for s in path.split("/") if s in ("", ".", "..")]
-                ):
-                    raise ValueError("unsafe path %r" % path)
+                total += file_size(line)
             line += b"\n"
     if n < 3:
         raise ValueError("manifest cut after %d lines" % n)
     return branch, seq, total, sig
+
+
+def file_size(line):
+    # a `file SHA256 SIZE PATH` record, checked -> SIZE. (A function of its own: the loader
+    # then needs no single block as large as records' bytecode would be with it, and a heap
+    # fragmented beside the app had none: 453 B)
+    fields = line.split(b" ", 3)
+    if (
+        len(fields) != 4
+        or fields[0] != b"file"
+        or len(fields[1]) != 64
+        or fields[1].strip(HEX)
+        or not fields[2].isdigit()
+    ):
+        raise ValueError("bad file record %r" % line[:80])
+    try:
+        path = fields[3].decode()
+    except UnicodeError:
+        raise ValueError("file name is not UTF-8")
+    if (
+        not path
+        or path[0] == "/"
+        or "\\" in path
+        or [c for c in path if c < " "]
+        or [s for s in path.split("/") if s in ("", ".", "..")]
+    ):
+        raise ValueError("unsafe path %r" % path)
+    return int(fields[2])
