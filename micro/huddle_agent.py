@@ -137,7 +137,9 @@ class Agent:
                 await c.connect()
                 log(self.hello)
                 self.connected = True
-            await c.publish(self.topic, json.dumps(self.status()), True, 1)
+            # bytes, made before the first await: the client then keeps no second copy, and the
+            # status and its str are garbage while the message waits for its PUBACK
+            await c.publish(self.topic, json.dumps(self.status()).encode(), True, 1)
             await c.poll()
         except (OSError, MemoryError) as e:  # either way the session may be half-written
             c.close()

@@ -65,13 +65,10 @@ async def cycle(a):
                 log("%s is marked bad; staying on %s" % (commit, a.commit))
                 return "bad"
             tmp = join(a.root, ".manifest.tmp")
-            branch, seq, total = await call(
-                "huddle_sync", "manifest", resp, cfg["key"], commit, tmp
-            )
+            branch, seq, total = await call("huddle_sync", "manifest", a, resp, commit, tmp)
         finally:
             resp.close()
         resp = None
-        check(a, branch, seq)
         a.sample_heap()
         got, copied = await call("huddle_stage", "stage", a, tmp, total, until)
         a.sample_heap()
@@ -83,17 +80,6 @@ async def cycle(a):
     a.last_error = None
     a.note()
     return "installed"
-
-
-def check(a, branch, seq):
-    # a verified manifest is still refused when it is for another branch than the config's,
-    # or older than what was installed: a replayed manifest (its seq not above the installed
-    # one's, or none once the device has seen one) would be a downgrade
-    want, last = a.cfg["branch"], a.state["seq"]
-    if want and branch != want:
-        raise ValueError("manifest is for branch %s, not %s" % (branch, want))
-    if last is not None and (seq is None or seq <= last):
-        raise ValueError("manifest seq %s is not above the installed %d (a replay?)" % (seq, last))
 
 
 async def poll(a):

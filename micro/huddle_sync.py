@@ -14,13 +14,21 @@ from huddle_os import call
 from huddle_poll import HEX
 
 
-async def manifest(resp, key, commit, dest):
+async def manifest(a, resp, commit, dest):
     # the rest of the manifest, checked (its HMAC too with a key), copied to `dest`; -> (branch,
-    # seq or None, total bytes of files)
+    # seq or None, total bytes of files). A verified manifest is still refused when it is for
+    # another branch than the config's, or older than what was installed: a replayed manifest
+    # (its seq not above the installed one's, or none once the device has seen one) would be a
+    # downgrade
+    key, want, last = a.cfg["key"], a.cfg["branch"], a.state["seq"]
     mac = call("huddle_hmac", "begin", key) if key else None  # only with a key, and only now
     branch, seq, total, sig = await records(resp, mac, commit, dest)
     if mac:
         call("huddle_hmac", "verify", mac, sig)
+    if want and branch != want:
+        raise ValueError("manifest is for branch %s, not %s" % (branch, want))
+    if last is not None and (seq is None or seq <= last):
+        raise ValueError("manifest seq %s is not above the installed %d (a replay?)" % (seq, last))
     return branch, seq, total
 
 
