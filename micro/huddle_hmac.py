@@ -1,7 +1,7 @@
 # The manifest's HMAC-SHA256 (MicroPython has no `hmac` module), computed by huddle_sync over
 # every byte before the `hmac` line as the manifest streams in. A module of its own so that a
-# device without a key never compiles nor keeps it: huddle_start has it compiled at boot only
-# when the config has a `key`.
+# device without a key never loads it, and one with a key only while it reads a manifest
+# (huddle_os.call).
 from binascii import hexlify
 from hashlib import sha256
 

@@ -32,6 +32,9 @@ MIN_RATE = const(256)  # bytes/s: slower than this over a whole transfer is a fa
 # line leaves a remainder, so this bounds the blocks that lines and headers take; at 256 a
 # full heap (a 34K one updating beside the app) had no hole for them, 64 makes them small
 READ = const(64)
+# the one buffer's size: 1 KB held 512 B more for the whole run, and a 30 KB heap updating beside
+# the app had no room for it; downloads and copies then take twice as many reads
+CHUNK = const(512)
 
 # the one chunk buffer of every read (`more`), download and copy (huddle_stage): no object per
 # read. `chunk` allocates it when it is first needed (after the boot's compiles, which need the
@@ -42,7 +45,7 @@ _buf = None
 def chunk():
     global _buf
     if _buf is None:
-        _buf = bytearray(512)
+        _buf = bytearray(CHUNK)
     return _buf
 
 

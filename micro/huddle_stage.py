@@ -1,7 +1,7 @@
 # Staging a new version in `DIR/.stage/`, beside the running one.
 #
 # A file whose SHA-256 matches the running version's file at the same path is copied locally,
-# every other one is streamed from `blobs/<sha256>` through huddle_http's one 1 KB buffer
+# every other one is streamed from `blobs/<sha256>` through huddle_http's one 512-byte buffer
 # straight into its file, its size and SHA-256 checked as the bytes arrive. Free space is
 # checked before the first byte. Any failure raises with the reason and leaves the running
 # version untouched (the staging leftovers go at the next cleanup); huddle_store.switch then
