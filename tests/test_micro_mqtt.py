@@ -90,16 +90,17 @@ async def main():
             await asyncio.sleep(0.05)
     elif mode == "keepalive":  # only poll(): it must ping by itself and hear the answers
         t0 = ms()
+        pinged = False
         while ms() - t0 < 2500:
             await c.poll()
+            pinged = pinged or c.ping_at is not None
             await asyncio.sleep(0.05)
-        await c.ping()
         t0 = ms()
         while c.ping_at is not None and ms() - t0 < 1500:
             await c.poll()
             await asyncio.sleep(0.01)
         await c.publish("huddle/%s/events" % dev, "still alive", qos=1)
-        say("alive", c.ping_at is None)
+        say("alive", pinged and c.ping_at is None)
         await c.disconnect()
     elif mode == "dead":  # the test kills the broker, then writes a line
         sys.stdin.readline()
@@ -336,7 +337,6 @@ async def main():
     await c.connect()
     await c.publish("huddle/heap/status", '{"device": "heap", "state": "online"}', retain=True,
                     qos=1)
-    await c.ping()
     await c.poll()
     gc.collect()
     free2 = gc.mem_free()
@@ -459,14 +459,79 @@ def test_a_missing_puback_times_out_and_closes(monkeypatch):
     assert e.value.errno == 107
 
 
+# a PUBLISH from the broker (we never subscribed), a SUBACK, then a PINGRESP
+STRAY = b"\x30\x85\x01" + b"\x00\x01t" + b"z" * 130 + b"\x90\x03\x00\x01\x00" + b"\xd0\x00"
+
+
 def test_unexpected_packets_are_drained_and_ignored(monkeypatch):
-    # a PUBLISH from the broker (we never subscribed), a SUBACK, then a PINGRESP
-    stray = b"\x30\x85\x01" + b"\x00\x01t" + b"z" * 130 + b"\x90\x03\x00\x01\x00" + b"\xd0\x00"
-    c, sock = fake_client(monkeypatch, inbound=b"\x20\x02\x00\x00" + stray)
+    c, sock = fake_client(monkeypatch, inbound=b"\x20\x02\x00\x00" + STRAY)
     do(c.connect())
-    do(c.ping())
     do(c.poll())
-    assert c.ping_at is None and sock.inbound.read() == b""
+    assert sock.inbound.read() == b""
+    del sock.sent[:]
+    do(c.publish("t", "m"))  # still connected
+    assert bytes(sock.sent) == b"\x30\x04\x00\x01tm"
+
+
+def test_unexpected_packets_before_the_puback_are_dropped(monkeypatch):
+    c, sock = fake_client(monkeypatch, inbound=b"\x20\x02\x00\x00" + STRAY + b"\x40\x02\x00\x01")
+    do(c.connect())
+    do(c.publish("t", "m", qos=1))
+    assert sock.inbound.read() == b""
+
+
+def test_poll_reads_at_most_16_packets(monkeypatch):
+    # a chatty broker cannot keep poll() reading: the rest waits for the next call
+    c, sock = fake_client(monkeypatch, inbound=b"\x20\x02\x00\x00" + b"\xd0\x00" * 20)
+    do(c.connect())
+    do(c.poll())
+    assert len(sock.inbound.read()) + len(c.conn.pending) == 2 * 4
+
+
+@pytest.mark.parametrize(
+    "kw, will, flags, payload",
+    [
+        ({}, None, 0x02, b""),
+        ({"user": "u"}, None, 0x82, b"\x00\x01u"),
+        ({"password": "p"}, ("w", "x", False, 0), 0x46, b"\x00\x01w\x00\x01x\x00\x01p"),
+        ({}, ("w", b"", True, 0), 0x26, b"\x00\x01w\x00\x00"),
+    ],
+)
+def test_connect_flags(monkeypatch, kw, will, flags, payload):
+    c, sock = fake_client(monkeypatch, keepalive=0, **kw)
+    if will:
+        c.set_last_will(*will)
+    do(c.connect())
+    body = b"\x00\x04MQTT\x04" + bytes((flags, 0, 0)) + b"\x00\x03cid" + payload
+    assert bytes(sock.sent) == bytes((0x10, len(body))) + body
+
+
+def test_session_present_flag(monkeypatch):
+    c, sock = fake_client(monkeypatch, inbound=b"\x20\x02\x01\x00")
+    assert do(c.connect()) is True
+
+
+def test_calls_on_a_closed_client_are_enotconn(monkeypatch):
+    c, sock = fake_client(monkeypatch)
+    for call in (c.publish("t", "m"), c.poll(), c.disconnect()):
+        with pytest.raises(OSError) as e:
+            do(call)
+        assert e.value.errno == 107
+    do(c.connect())
+    do(c.disconnect())
+    assert bytes(sock.sent[-2:]) == b"\xe0\x00"
+    with pytest.raises(OSError) as e:
+        do(c.publish("t", "m"))
+    assert e.value.errno == 107
+    c.close()  # closing twice is harmless
+
+
+def test_connect_again_starts_afresh(monkeypatch):
+    c, sock = fake_client(monkeypatch)
+    do(c.connect())
+    sock.inbound = io.BytesIO(b"\x20\x02\x00\x00")
+    do(c.connect())
+    assert bytes(sock.sent[:2]) == bytes(sock.sent[len(sock.sent) // 2 :][:2]) == b"\x10\x0f"
 
 
 def test_malformed_remaining_length_is_an_eio(monkeypatch):
@@ -490,7 +555,10 @@ def test_oversized_messages_are_refused_before_sending(monkeypatch):
         do(c.publish("t", "m" * 1000))
     with pytest.raises(ValueError):
         do(c.publish("t", "m", qos=2))
+    with pytest.raises(ValueError):
+        c.set_last_will("t", "m", qos=2)
     assert sock.sent == b""
+    do(c.publish("t", "m"))  # a refused message leaves the connection open
 
 
 def test_unanswered_ping_is_a_dead_connection(monkeypatch):
