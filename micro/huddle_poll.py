@@ -8,10 +8,10 @@
 # version (huddle_stage) and switched to (huddle_store.switch). Any failure leaves the old
 # version. An unverified "same commit" stops at `head` and can only make the device do
 # nothing; anything that would be installed is verified first. huddle_sync and huddle_stage
-# are loaded for their step only (huddle_os.call): the update's heap peak is the staging beside the
-# running app, and the manifest reader is gone by then. Switching versions: on a board with
-# `machine.reset` the pointer is switched and the board resets into the new version; elsewhere
-# (unix port, CPython) the app is swapped in-process.
+# are loaded for their step only (huddle_os.call): the update's heap peak is the staging
+# beside the running app, and the manifest reader is gone by then. Switching versions: on a
+# board with `machine.reset` the pointer is switched and the board resets into the new
+# version; elsewhere (unix port, CPython) the app is swapped in-process.
 import asyncio
 import gc
 import time
