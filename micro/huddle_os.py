@@ -26,10 +26,11 @@ HOME = sys.path[0] or os.getcwd()
 def call(module, function, *args):
     # `function(*args)` of the agent module `module`, imported for this call and forgotten at
     # once: its code lives only as long as something refers to it (a coroutine it returned,
-    # until that ends). For what runs rarely (huddle_store) or only during a sync (huddle_sync,
-    # huddle_hmac, huddle_stage), so that it is not resident beside the app the rest of the
-    # time. The agent's directory is searched first and the app's ("" while it runs) never: it
-    # may hold a file of that name; the rest of the path stays for what the module imports
+    # until that ends). For what runs once at boot (huddle_config, huddle_start: main.py),
+    # rarely (huddle_store) or only during a sync (huddle_sync, huddle_hmac, huddle_stage), so
+    # that it is not resident beside the app the rest of the time. The agent's directory is
+    # searched first and the app's ("" while it runs) never: it may hold a file of that name;
+    # the rest of the path stays for what the module imports
     path = sys.path[:]
     sys.path[:] = [HOME] + [p for p in path if p]
     try:

@@ -26,15 +26,17 @@ sys.path[:] = [sys.path[0], ".frozen"] + [p for p in sys.path[1:] if p != ".froz
 def boot(argv):
     # the boot-only steps, each compiled, run and forgotten in turn: the options and the config
     # (-> (cfg, once), or 2 when it is invalid, every problem shown), then what is on flash and
-    # which modules to compile (-> (cfg, once, (commit, active, state), names)). In a function
-    # of its own: the GC is conservative and scans main()'s frame for the whole run, stale
-    # value-stack slots included, where a step's module object would stay reachable (the
-    # config checker's 5 KB was still resident at the peak); this frame is gone on return
+    # which modules to compile (-> (cfg, once, (commit, active, state), names)), each through
+    # huddle_os.call. In a function of its own: the GC is conservative and scans main()'s
+    # frame for the whole run, stale value-stack slots included, where a step's module object
+    # would stay reachable (the config checker's 5 KB was still resident at the peak); this
+    # frame is gone on return
     import gc
 
+    from huddle_os import call
+
     for step in ("huddle_config", "huddle_start"):
-        argv = __import__(step).boot(argv)
-        del sys.modules[step]
+        argv = call(step, "boot", argv)
         gc.collect()
         if argv == 2:
             break
